@@ -1,0 +1,360 @@
+//! BERT-family reward model (BERT, MiniLM): the `BertForSequenceClassification` layout with
+//! `num_labels = 1`, so a checkpoint loads in transformers and gives the same rewards.
+//!
+//! reward = classifier(dropout(tanh(pooler.dense(h[CLS]))))
+//!
+//! Reference: Devlin et al. 2019 (arXiv 1810.04805); transformers `models/bert/modeling_bert.py`
+//! (BertEmbeddings, BertSelfAttention with an additive mask, BertPooler, BertForSequenceClassification).
+//! Padding never changes a reward: padded keys get exp(−∞)-weight 0 and the reward reads position 0.
+//!
+//! HF key map (prefix `bert.` in a sequence-classification checkpoint, none in a bare `BertModel`):
+//! | HF name                                              | here                                  |
+//! |------------------------------------------------------|---------------------------------------|
+//! | embeddings.{word,position,token_type}_embeddings.weight | embeddings.{word,position,token_type}.weight |
+//! | embeddings.LayerNorm.{weight,bias}                   | embeddings.layer_norm.{gamma,beta}    |
+//! | encoder.layer.N.attention.self.{query,key,value}.*   | layers[N].attention.{query,key,value} |
+//! | encoder.layer.N.attention.output.dense.*             | layers[N].attention.output            |
+//! | encoder.layer.N.attention.output.LayerNorm.*         | layers[N].attention_norm              |
+//! | encoder.layer.N.intermediate.dense.*                 | layers[N].intermediate                |
+//! | encoder.layer.N.output.dense.*                       | layers[N].output                      |
+//! | encoder.layer.N.output.LayerNorm.*                   | layers[N].output_norm                 |
+//! | pooler.dense.*                                       | pooler                                |
+//! | classifier.* (no prefix)                             | classifier                            |
+//! Linear weights are `[out, in]` in HF and `[in, out]` in Burn: transposed on the way in and out.
+
+use crate::config::BertConfig;
+use crate::hf::{HostTensor, TensorMap};
+use burn::module::{Module, Param, ParamId};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    pub word: Embedding,
+    pub position: Embedding,
+    pub token_type: Embedding,
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub output: Linear,
+    pub probs_dropout: Dropout,
+    pub output_dropout: Dropout,
+    pub num_heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub attention_norm: LayerNorm,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub output_dropout: Dropout,
+    pub output_norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct BertRewardModel {
+    pub embeddings: BertEmbeddings,
+    pub layers: Vec<BertLayer>,
+    pub pooler: Linear,
+    pub head_dropout: Dropout,
+    pub classifier: Linear,
+}
+
+impl BertAttention {
+    /// x: [batch, seq, d]; mask_bias: [batch, 1, 1, seq] (0 for real keys, −∞-like for padding).
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [batch, seq, d] = x.dims();
+        let heads = self.num_heads;
+        let head_dim = d / heads;
+        // [batch, seq, d] -> [batch, heads, seq, head_dim]
+        let split = |t: Tensor<3>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x));
+        // [batch, heads, seq, seq]
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt()) + mask_bias;
+        let probs = self.probs_dropout.forward(softmax(scores, 3));
+        // [batch, heads, seq, head_dim] -> [batch, seq, d]
+        let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, d]);
+        self.output_dropout.forward(self.output.forward(context))
+    }
+}
+
+impl BertLayer {
+    /// x: [batch, seq, d] -> [batch, seq, d]
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let attended = self.attention_norm.forward(self.attention.forward(x.clone(), mask_bias) + x);
+        let hidden = gelu(self.intermediate.forward(attended.clone())); // exact erf GELU, as HF "gelu"
+        self.output_norm.forward(self.output_dropout.forward(self.output.forward(hidden)) + attended)
+    }
+}
+
+impl BertRewardModel {
+    /// ids, mask: [batch, seq] (mask 1 = real token, 0 = padding) -> rewards [batch].
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<1> {
+        let pooled = self.pooled(ids, mask);
+        let [batch, _] = pooled.dims();
+        self.classifier.forward(self.head_dropout.forward(pooled)).reshape([batch])
+    }
+
+    /// The pooled [CLS] representation tanh(pooler(h[:, 0])): [batch, d]. Contrastive losses and
+    /// the embedding-distance of RBoN-WD use it.
+    pub fn pooled(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
+        let hidden = self.encode(ids, mask);
+        let [batch, _, d] = hidden.dims();
+        let cls = hidden.narrow(1, 0, 1).reshape([batch, d]);
+        self.pooler.forward(cls).tanh()
+    }
+
+    /// Last hidden states [batch, seq, d].
+    pub fn encode(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<3> {
+        let [batch, seq] = ids.dims();
+        let device = ids.device();
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]).expand([batch, seq]);
+        let token_types = Tensor::<2, Int>::zeros([batch, seq], &device);
+        let e = &self.embeddings;
+        let x = e.word.forward(ids) + e.position.forward(positions) + e.token_type.forward(token_types);
+        let mut x = e.dropout.forward(e.layer_norm.forward(x));
+        // [batch, seq] -> [batch, 1, 1, seq]; f32's lowest finite value, as transformers uses, so a
+        // padded key's softmax weight is exactly 0.
+        let mask_bias = Tensor::<2>::zeros([batch, seq], &device)
+            .mask_fill(mask.bool_not(), f32::MIN)
+            .reshape([batch, 1, 1, seq]);
+        for layer in &self.layers {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
+
+    /// Loads a reward model (or a bare backbone, whose head is then initialised the way
+    /// transformers does: pooler/classifier weights N(0, initializer_range), biases 0).
+    ///
+    /// Tolerated exceptions to strict loading, each with its reason:
+    /// - `embeddings.position_ids`: a non-parameter buffer older transformers saved;
+    /// - a missing `classifier.*` when the config's architecture is not a sequence classifier (a
+    ///   backbone has no head yet); a missing `pooler.*` likewise (sentence-transformers exports
+    ///   drop it). Both are reported in the returned list.
+    pub fn load(config: &BertConfig, tensors: &mut TensorMap, device: &Device) -> (Self, Vec<String>) {
+        let prefix = if tensors.names().any(|n| n.starts_with("bert.")) { "bert." } else { "" };
+        let is_classifier = config.architectures.iter().any(|a| a == "BertForSequenceClassification");
+        let mut initialised = Vec::new();
+        tensors.discard(&format!("{prefix}embeddings.position_ids"));
+        let mut b = Builder { tensors, device, next_id: 0, config };
+        let d = config.hidden_size;
+        let p = prefix;
+        let embeddings = BertEmbeddings {
+            word: b.embedding(&format!("{p}embeddings.word_embeddings.weight"), config.vocab_size),
+            position: b.embedding(&format!("{p}embeddings.position_embeddings.weight"), config.max_position_embeddings),
+            token_type: b.embedding(&format!("{p}embeddings.token_type_embeddings.weight"), config.type_vocab_size),
+            layer_norm: b.layer_norm(&format!("{p}embeddings.LayerNorm")),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let l = format!("{p}encoder.layer.{i}");
+                BertLayer {
+                    attention: BertAttention {
+                        query: b.linear(&format!("{l}.attention.self.query"), d, d),
+                        key: b.linear(&format!("{l}.attention.self.key"), d, d),
+                        value: b.linear(&format!("{l}.attention.self.value"), d, d),
+                        output: b.linear(&format!("{l}.attention.output.dense"), d, d),
+                        probs_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+                        output_dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+                        num_heads: config.num_attention_heads,
+                    },
+                    attention_norm: b.layer_norm(&format!("{l}.attention.output.LayerNorm")),
+                    intermediate: b.linear(&format!("{l}.intermediate.dense"), d, config.intermediate_size),
+                    output: b.linear(&format!("{l}.output.dense"), config.intermediate_size, d),
+                    output_dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+                    output_norm: b.layer_norm(&format!("{l}.output.LayerNorm")),
+                }
+            })
+            .collect();
+        let pooler_name = format!("{p}pooler.dense");
+        let pooler = if is_classifier || b.tensors.contains(&format!("{pooler_name}.weight")) {
+            b.linear(&pooler_name, d, d)
+        } else {
+            initialised.push(format!("{pooler_name}.{{weight,bias}} (absent from the backbone)"));
+            b.fresh_linear(d, d)
+        };
+        let classifier = if is_classifier {
+            b.linear("classifier", d, 1)
+        } else {
+            initialised.push("classifier.{weight,bias} (new reward head)".to_string());
+            b.fresh_linear(d, 1)
+        };
+        let model = BertRewardModel {
+            embeddings,
+            layers,
+            pooler,
+            head_dropout: DropoutConfig::new(config.head_dropout()).init(),
+            classifier,
+        };
+        (model, initialised)
+    }
+
+    /// Every parameter as `(hf_name, shape in HF layout, values)`, in the layout of a
+    /// `BertForSequenceClassification` checkpoint.
+    pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut out = Vec::new();
+        let e = &self.embeddings;
+        push_param(&mut out, "bert.embeddings.word_embeddings.weight", &e.word.weight);
+        push_param(&mut out, "bert.embeddings.position_embeddings.weight", &e.position.weight);
+        push_param(&mut out, "bert.embeddings.token_type_embeddings.weight", &e.token_type.weight);
+        push_norm(&mut out, "bert.embeddings.LayerNorm", &e.layer_norm);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let l = format!("bert.encoder.layer.{i}");
+            push_linear(&mut out, &format!("{l}.attention.self.query"), &layer.attention.query);
+            push_linear(&mut out, &format!("{l}.attention.self.key"), &layer.attention.key);
+            push_linear(&mut out, &format!("{l}.attention.self.value"), &layer.attention.value);
+            push_linear(&mut out, &format!("{l}.attention.output.dense"), &layer.attention.output);
+            push_norm(&mut out, &format!("{l}.attention.output.LayerNorm"), &layer.attention_norm);
+            push_linear(&mut out, &format!("{l}.intermediate.dense"), &layer.intermediate);
+            push_linear(&mut out, &format!("{l}.output.dense"), &layer.output);
+            push_norm(&mut out, &format!("{l}.output.LayerNorm"), &layer.output_norm);
+        }
+        push_linear(&mut out, "bert.pooler.dense", &self.pooler);
+        push_linear(&mut out, "classifier", &self.classifier);
+        out
+    }
+
+    /// Ids of the parameters transformers' Trainer exempts from weight decay (biases and LayerNorm
+    /// weights, `get_decay_parameter_names`).
+    pub fn no_decay_param_ids(&self) -> Vec<ParamId> {
+        let mut ids = Vec::new();
+        let mut norm = |n: &LayerNorm| {
+            ids.push(n.gamma.id);
+            ids.extend(n.beta.as_ref().map(|b| b.id));
+        };
+        norm(&self.embeddings.layer_norm);
+        for layer in &self.layers {
+            norm(&layer.attention_norm);
+            norm(&layer.output_norm);
+        }
+        let mut ids_bias = Vec::new();
+        let mut bias = |l: &Linear| ids_bias.extend(l.bias.as_ref().map(|b| b.id));
+        for layer in &self.layers {
+            let a = &layer.attention;
+            for l in [&a.query, &a.key, &a.value, &a.output, &layer.intermediate, &layer.output] {
+                bias(l);
+            }
+        }
+        bias(&self.pooler);
+        bias(&self.classifier);
+        ids.extend(ids_bias);
+        ids
+    }
+
+    /// Ids of the head's parameters (pooler + classifier), for LP-FT's linear probe.
+    pub fn head_param_ids(&self) -> Vec<ParamId> {
+        let mut ids = Vec::new();
+        for l in [&self.pooler, &self.classifier] {
+            ids.push(l.weight.id);
+            ids.extend(l.bias.as_ref().map(|b| b.id));
+        }
+        ids
+    }
+}
+
+/// Builds modules from HF tensors with stable parameter ids (0, 1, 2, ... in load order), so an
+/// optimizer state saved for one load of a checkpoint matches the next load (resume).
+struct Builder<'a> {
+    tensors: &'a mut TensorMap,
+    device: &'a Device,
+    next_id: u64,
+    config: &'a BertConfig,
+}
+
+impl Builder<'_> {
+    fn param<const D: usize>(&mut self, t: HostTensor, shape: [usize; D]) -> Param<Tensor<D>> {
+        let tensor = Tensor::<D>::from_data(TensorData::new(t.values, shape), self.device);
+        let mut p = Param::from_tensor(tensor);
+        p.id = ParamId::from(self.next_id);
+        self.next_id += 1;
+        p
+    }
+
+    fn embedding(&mut self, name: &str, rows: usize) -> Embedding {
+        let d = self.config.hidden_size;
+        let mut m = EmbeddingConfig::new(1, 1).init(self.device);
+        let t = self.tensors.take(name, &[rows, d]);
+        m.weight = self.param(t, [rows, d]);
+        m
+    }
+
+    fn layer_norm(&mut self, name: &str) -> LayerNorm {
+        let d = self.config.hidden_size;
+        let mut m = LayerNormConfig::new(d).with_epsilon(self.config.layer_norm_eps).init(self.device);
+        let g = self.tensors.take(&format!("{name}.weight"), &[d]);
+        let b = self.tensors.take(&format!("{name}.bias"), &[d]);
+        m.gamma = self.param(g, [d]);
+        m.beta = Some(self.param(b, [d]));
+        m
+    }
+
+    fn linear(&mut self, name: &str, d_in: usize, d_out: usize) -> Linear {
+        let w = self.tensors.take(&format!("{name}.weight"), &[d_out, d_in]);
+        let b = self.tensors.take(&format!("{name}.bias"), &[d_out]);
+        self.linear_from(transpose(&w.values, d_out, d_in), b.values, d_in, d_out)
+    }
+
+    fn fresh_linear(&mut self, d_in: usize, d_out: usize) -> Linear {
+        let std = self.config.initializer_range;
+        let w = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, std), self.device);
+        let w = w.into_data().try_to_vec::<f32>().expect("a float tensor converts to f32");
+        self.linear_from(w, vec![0.0; d_out], d_in, d_out)
+    }
+
+    fn linear_from(&mut self, w_in_out: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize) -> Linear {
+        let mut m = LinearConfig::new(1, 1).init(self.device);
+        m.weight = self.param(HostTensor { shape: vec![d_in, d_out], values: w_in_out }, [d_in, d_out]);
+        m.bias = Some(self.param(HostTensor { shape: vec![d_out], values: bias }, [d_out]));
+        m
+    }
+}
+
+/// Row-major [rows, cols] -> [cols, rows].
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+fn values<const D: usize>(p: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
+    let t = p.val();
+    let shape = t.dims().to_vec();
+    (shape, t.into_data().convert::<f32>().try_to_vec::<f32>().expect("a float tensor converts to f32"))
+}
+
+fn push_param<const D: usize>(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: &str, p: &Param<Tensor<D>>) {
+    let (shape, v) = values(p);
+    out.push((name.to_string(), shape, v));
+}
+
+fn push_norm(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: &str, n: &LayerNorm) {
+    push_param(out, &format!("{name}.weight"), &n.gamma);
+    if let Some(b) = &n.beta {
+        push_param(out, &format!("{name}.bias"), b);
+    }
+}
+
+fn push_linear(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: &str, l: &Linear) {
+    let (shape, v) = values(&l.weight);
+    let (d_in, d_out) = (shape[0], shape[1]);
+    out.push((format!("{name}.weight"), vec![d_out, d_in], transpose(&v, d_in, d_out)));
+    if let Some(b) = &l.bias {
+        push_param(out, &format!("{name}.bias"), b);
+    }
+}

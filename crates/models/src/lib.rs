@@ -1,0 +1,33 @@
+//! Reward models on Burn: the BERT family (BERT, MiniLM) with the exact
+//! `BertForSequenceClassification` head, strict HF safetensors loading and saving, and the HF
+//! tokenizer with our own padding. A checkpoint is an HF folder transformers can load.
+
+pub mod bert;
+pub mod config;
+pub mod hf;
+pub mod reward_model;
+pub mod tokenizer;
+
+pub use bert::BertRewardModel;
+pub use config::BertConfig;
+pub use reward_model::{RewardModel, ScoreOptions};
+pub use tokenizer::{Batch, RmTokenizer};
+
+use std::path::PathBuf;
+
+/// Errors of model loading, saving and tokenizing; each names the file and the tensor or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{path}: strict load failed: {message}")]
+    Strict { path: PathBuf, message: String },
+    #[error(transparent)]
+    Core(#[from] rmtrain_core::CoreError),
+}
+
+impl ModelError {
+    pub fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Self::File { path: path.into(), message: message.to_string() }
+    }
+}

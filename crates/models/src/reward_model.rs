@@ -1,0 +1,111 @@
+//! A reward model as a folder: HF `config.json` + `model.safetensors` + `tokenizer.json`. Loads
+//! strictly, scores texts (length-bucketed batches, results in input order), and writes itself
+//! back as an HF folder that transformers loads as `BertForSequenceClassification`.
+
+use crate::bert::BertRewardModel;
+use crate::config::BertConfig;
+use crate::hf::{write_safetensors, TensorMap};
+use crate::tokenizer::RmTokenizer;
+use crate::ModelError;
+use burn::module::Module;
+use burn::tensor::Device;
+use std::path::{Path, PathBuf};
+
+/// Files copied verbatim from the source folder into every checkpoint, when present, so the
+/// tokenizer round-trips exactly.
+const TOKENIZER_FILES: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
+
+pub struct RewardModel {
+    pub config: BertConfig,
+    pub net: BertRewardModel,
+    pub tokenizer: RmTokenizer,
+    /// Folder it was loaded from (tokenizer files are copied from here on save).
+    pub source_dir: PathBuf,
+    /// sha256 of the weights file it was loaded from.
+    pub weights_sha256: String,
+    /// Parameters that were initialised rather than loaded (a backbone's new head).
+    pub initialised: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    /// Texts per forward pass. Batches are formed from texts of similar length, so padding is
+    /// small; rewards do not depend on it.
+    pub batch_size: usize,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        Self { batch_size: 32 }
+    }
+}
+
+impl RewardModel {
+    /// Loads `dir` (config.json, model.safetensors, tokenizer.json) onto `device`.
+    pub fn load(dir: &Path, max_length: usize, device: &Device) -> Result<Self, ModelError> {
+        Self::load_with_dropout(dir, max_length, device, None)
+    }
+
+    /// As [`RewardModel::load`], with every dropout probability (hidden, attention, classifier)
+    /// replaced by `dropout` when given: a WARM diversity axis.
+    pub fn load_with_dropout(dir: &Path, max_length: usize, device: &Device, dropout: Option<f64>) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::file(dir, "not a model folder (it does not exist or is not a directory)"));
+        }
+        let mut config = BertConfig::from_file(&dir.join("config.json"))?;
+        if let Some(p) = dropout {
+            config.hidden_dropout_prob = p;
+            config.attention_probs_dropout_prob = p;
+            config.classifier_dropout = Some(p);
+            config.raw.insert("classifier_dropout".into(), serde_json::json!(p));
+        }
+        let weights = dir.join("model.safetensors");
+        let mut tensors = TensorMap::read(&weights)?;
+        let (net, initialised) = BertRewardModel::load(&config, &mut tensors, device);
+        tensors.finish()?;
+        let max_length = max_length.min(config.max_position_embeddings);
+        let tokenizer = RmTokenizer::from_file(&dir.join("tokenizer.json"), max_length, config.pad_token_id)?;
+        let weights_sha256 = rmtrain_core::sha256_file(&weights)?;
+        Ok(Self { config, net, tokenizer, source_dir: dir.to_path_buf(), weights_sha256, initialised })
+    }
+
+    /// Rewards of `texts` in their order, with the current weights in inference mode.
+    pub fn score_texts(&self, texts: &[&str], opts: &ScoreOptions) -> Result<Vec<f32>, ModelError> {
+        let net = self.net.valid();
+        let ids = self.tokenizer.encode_all(texts)?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut rewards = vec![0f32; texts.len()];
+        for chunk in order.chunks(opts.batch_size.max(1)) {
+            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let batch = self.tokenizer.collate(&seqs);
+            let device = net.classifier.weight.val().device();
+            let (t_ids, t_mask) = batch.to_tensors(&device);
+            let out = net.forward(t_ids, t_mask).into_data().convert::<f32>().try_to_vec::<f32>().expect("rewards are floats");
+            for (&i, r) in chunk.iter().zip(out) {
+                rewards[i] = r;
+            }
+        }
+        Ok(rewards)
+    }
+
+    /// Writes the HF folder (config.json, model.safetensors, tokenizer files) into `dir`.
+    pub fn save_hf(&self, dir: &Path) -> Result<(), ModelError> {
+        save_hf(dir, &self.config, &self.net, &self.source_dir)
+    }
+}
+
+/// Writes `net` as an HF folder into `dir` (which must exist; callers write into an `AtomicDir`),
+/// copying the tokenizer files from `source_dir`.
+pub fn save_hf(dir: &Path, config: &BertConfig, net: &BertRewardModel, source_dir: &Path) -> Result<(), ModelError> {
+    write_safetensors(&dir.join("model.safetensors"), &net.hf_tensors())?;
+    rmtrain_core::write_json_atomic(&dir.join("config.json"), &config.to_checkpoint_json())?;
+    for name in TOKENIZER_FILES {
+        let src = source_dir.join(name);
+        if src.is_file() {
+            let bytes = std::fs::read(&src).map_err(|e| ModelError::file(&src, e))?;
+            rmtrain_core::write_atomic(&dir.join(name), &bytes)?;
+        }
+    }
+    Ok(())
+}

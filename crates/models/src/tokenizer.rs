@@ -1,0 +1,91 @@
+//! The checkpoint's own `tokenizer.json` (HF tokenizers crate) with its padding switched off and
+//! its truncation set to our `max_length` (counting special tokens, cut from the right, as
+//! transformers does): batches are padded here, to their longest sequence, never to a fixed 128.
+
+use crate::ModelError;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use std::path::{Path, PathBuf};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+#[derive(Clone)]
+pub struct RmTokenizer {
+    inner: Tokenizer,
+    pad_id: u32,
+    max_length: usize,
+    path: PathBuf,
+}
+
+/// Token ids of several texts, right-padded to the longest.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// [batch, seq] row-major.
+    pub ids: Vec<i64>,
+    /// [batch, seq], true = real token.
+    pub mask: Vec<bool>,
+    pub batch: usize,
+    pub seq: usize,
+    /// Real tokens per row.
+    pub lengths: Vec<usize>,
+}
+
+impl Batch {
+    pub fn num_tokens(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+
+    pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Bool>) {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(self.ids.clone(), [self.batch, self.seq]), device);
+        let mask = Tensor::<2, Bool>::from_data(TensorData::new(self.mask.clone(), [self.batch, self.seq]), device);
+        (ids, mask)
+    }
+}
+
+impl RmTokenizer {
+    /// `pad_id`: the config's `pad_token_id` when set, else the tokenizer's padding token, else 0.
+    pub fn from_file(path: &Path, max_length: usize, pad_id: Option<u32>) -> Result<Self, ModelError> {
+        if max_length < 2 {
+            return Err(ModelError::file(path, format!("max_length {max_length} leaves no room for text")));
+        }
+        let mut inner = Tokenizer::from_file(path).map_err(|e| ModelError::file(path, format!("cannot load tokenizer: {e}")))?;
+        let pad_from_file = inner.get_padding().map(|p| p.pad_id);
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| ModelError::file(path, format!("cannot set truncation: {e}")))?;
+        let pad_id = pad_id.or(pad_from_file).unwrap_or(0);
+        Ok(Self { inner, pad_id, max_length, path: path.to_path_buf() })
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Ids of one text, with special tokens, truncated.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let enc = self.inner.encode(text, true).map_err(|e| ModelError::file(&self.path, format!("cannot encode text: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, ModelError> {
+        texts.iter().map(|t| self.encode(t)).collect()
+    }
+
+    /// Right-pads sequences to the longest one.
+    pub fn collate(&self, seqs: &[&[u32]]) -> Batch {
+        let seq = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(seqs.len() * seq);
+        let mut mask = Vec::with_capacity(seqs.len() * seq);
+        for s in seqs {
+            ids.extend(s.iter().map(|&t| t as i64));
+            ids.extend(std::iter::repeat_n(self.pad_id as i64, seq - s.len()));
+            mask.extend(std::iter::repeat_n(true, s.len()));
+            mask.extend(std::iter::repeat_n(false, seq - s.len()));
+        }
+        Batch { ids, mask, batch: seqs.len(), seq, lengths: seqs.iter().map(|s| s.len()).collect() }
+    }
+}

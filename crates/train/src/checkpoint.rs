@@ -1,0 +1,63 @@
+//! Checkpoint folders of a run: `checkpoints/step-NNNNNN/` holds the HF folder, `rmtrain.json`,
+//! and `state/` (optimizer moments as burnpack, `trainer_state.json`: step, seed, data position),
+//! enough to continue the same run bit for bit. The final model goes to `model/` without state.
+
+use crate::TrainError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const STATE_DIR: &str = "state";
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: u64,
+    pub total_steps: u64,
+    pub epoch: u64,
+    /// Batches of the current epoch already consumed (the epoch's order is a function of the seed).
+    pub position_in_epoch: u64,
+    pub seed: u64,
+    pub train_data_sha256: Option<String>,
+    /// sha256 of the weights the run started from (not of this checkpoint).
+    pub init_weights_sha256: String,
+}
+
+pub fn checkpoints_dir(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+pub fn step_dir(run: &Path, step: u64) -> PathBuf {
+    checkpoints_dir(run).join(format!("step-{step:06}"))
+}
+
+/// Step checkpoints of a run, oldest first.
+pub fn list_checkpoints(run: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run)) else { return Vec::new() };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path().join(STATE_DIR).join(TRAINER_STATE_FILE).is_file().then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+pub fn read_state(ckpt: &Path) -> Result<TrainerState, TrainError> {
+    let path = ckpt.join(STATE_DIR).join(TRAINER_STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::State { path: path.clone(), message: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::State { path, message: format!("invalid trainer state: {e}") })
+}
+
+/// Removes all but the newest `keep` step checkpoints.
+pub fn prune(run: &Path, keep: usize) {
+    let all = list_checkpoints(run);
+    let n = all.len().saturating_sub(keep.max(1));
+    for (_, dir) in all.into_iter().take(n) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

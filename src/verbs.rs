@@ -1,0 +1,255 @@
+//! The verbs `data`, `train`, `score` and `eval`: argument parsing and the glue from files to the
+//! library crates.
+
+use crate::device::parse_device;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use rmtrain_data::{read_pairs, read_score_records, Pair, ScoreInput, VaderOptions};
+use rmtrain_eval::{markdown_table, EvalRow};
+use rmtrain_models::{RewardModel, ScoreOptions};
+use rmtrain_train::trainer::Trainable;
+use rmtrain_train::{TrainConfig, TrainRequest};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum DataVerb {
+    /// VADER ICWSM-2014 human ratings -> preference pairs per domain (movie, tweets, nyt, amazon).
+    ///
+    /// Example: rmtrain data vader --raw assets/vader/hutto_ICWSM_2014 --out data/vader --seed 0
+    Vader(VaderArgs),
+}
+
+#[derive(Args)]
+pub struct VaderArgs {
+    /// Folder with the *_GroundTruth.txt and *_anonDataRatings.txt files (scripts/fetch-assets.sh).
+    #[arg(long, default_value = "assets/vader/hutto_ICWSM_2014")]
+    pub raw: PathBuf,
+    #[arg(long, default_value = "data/vader")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep a pair when |mean_a − mean_b| ≥ this.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    #[arg(long, default_value_t = 8000)]
+    pub train_pairs: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub valid_pairs: usize,
+    #[arg(long, default_value_t = 3000)]
+    pub test_pairs: usize,
+}
+
+impl VaderArgs {
+    pub fn options(&self) -> VaderOptions {
+        VaderOptions {
+            raw_dir: self.raw.clone(),
+            out_dir: self.out.clone(),
+            seed: self.seed,
+            threshold: self.threshold,
+            train_pairs: self.train_pairs,
+            valid_pairs: self.valid_pairs,
+            test_pairs: self.test_pairs,
+            ..VaderOptions::default()
+        }
+    }
+}
+
+pub fn data(v: DataVerb) -> Result<()> {
+    match v {
+        DataVerb::Vader(a) => {
+            let summary = rmtrain_data::import_vader(&a.options())?;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+/// Parses `NAME=PATH`.
+pub fn named_path(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), PathBuf::from(p))),
+        _ => Err(format!("expected NAME=PATH, got {s:?}")),
+    }
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  rmtrain train --model assets/all-MiniLM-L6-v2 --train data/vader/movie.mean.train.jsonl \\
+      --eval movie=data/vader/movie.test.jsonl --out runs/movie --set lr=3e-5 --set max_train_pairs=3000
+  rmtrain train ... --out runs/movie --resume      # continue from the newest checkpoint")]
+pub struct TrainArgs {
+    /// HF folder to start from: a backbone (BertModel) or a reward model.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// JSONL pairs (TRL standard, implicit-prompt or conversational).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Eval set NAME=PATH (repeatable).
+    #[arg(long = "eval", value_parser = named_path)]
+    pub evals: Vec<(String, PathBuf)>,
+    /// Run folder (metrics.jsonl, checkpoints/, model/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A [train] setting KEY=VALUE in TOML syntax (repeatable), e.g. lr=2e-5, epochs=2, dropout=0.05.
+    #[arg(long = "set")]
+    pub set: Vec<String>,
+    /// Continue the run in --out from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Train only the head (pooler + classifier) on the frozen backbone: a linear probe.
+    #[arg(long)]
+    pub head_only: bool,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Builds a TrainConfig from `KEY=VALUE` TOML fragments, strictly (an unknown key is an error).
+pub fn train_config_from_sets(sets: &[String]) -> Result<TrainConfig> {
+    let text = sets.join("\n");
+    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("--set: {}", e.message()))?;
+    cfg.validate().map_err(|m| anyhow::anyhow!("--set: {m}"))?;
+    Ok(cfg)
+}
+
+pub fn load_evals(evals: &[(String, PathBuf)]) -> Result<Vec<(String, Vec<Pair>)>> {
+    evals.iter().map(|(n, p)| Ok((n.clone(), read_pairs(p)?))).collect()
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let config = train_config_from_sets(&a.set)?;
+    let train_pairs = read_pairs(&a.train)?;
+    let evals = load_evals(&a.evals)?;
+    let device = parse_device(&a.device)?;
+    let recipe = serde_json::json!({
+        "model": a.model, "train": a.train, "eval": a.evals.iter().map(|(n, p)| (n.clone(), p.display().to_string())).collect::<Vec<_>>(),
+        "train_config": config,
+    });
+    let outcome = rmtrain_train::train(TrainRequest {
+        init: a.model,
+        train_data_sha256: Some(rmtrain_core::sha256_file(&a.train)?),
+        train_pairs,
+        evals,
+        config,
+        out: a.out,
+        resume: a.resume,
+        recipe,
+        device,
+        progress: !a.no_progress,
+        trainable: if a.head_only { Trainable::HeadOnly } else { Trainable::All },
+    })?;
+    println!("{}", serde_json::json!({"model": outcome.model_dir, "steps": outcome.steps, "wall_seconds": outcome.wall_seconds, "final": outcome.final_metrics}));
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "Input lines: {\"text\": ...} gets `reward`; a pair line (TRL standard, implicit-prompt or
+conversational) gets `reward_chosen` and `reward_rejected`. Every input field is kept.
+Examples:
+  rmtrain score --model runs/movie/model --input texts.jsonl > scored.jsonl")]
+pub struct ScoreArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn score(a: ScoreArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let records = read_score_records(&a.input)?;
+    let rm = RewardModel::load(&a.model, a.max_length, &device)?;
+    let mut texts: Vec<String> = Vec::new();
+    for r in &records {
+        match &r.input {
+            ScoreInput::Text(t) => texts.push(t.clone()),
+            ScoreInput::Pair(p) => {
+                texts.push(p.chosen_text());
+                texts.push(p.rejected_text());
+            }
+        }
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let rewards = rm.score_texts(&refs, &ScoreOptions { batch_size: a.batch_size })?;
+    // Everything is computed before the first line is written: an error leaves no partial output.
+    let mut out = String::new();
+    let mut it = rewards.into_iter();
+    for r in records {
+        let mut fields = r.fields;
+        match r.input {
+            ScoreInput::Text(_) => {
+                fields.insert("reward".into(), serde_json::json!(it.next().expect("one reward per text")));
+            }
+            ScoreInput::Pair(_) => {
+                fields.insert("reward_chosen".into(), serde_json::json!(it.next().expect("chosen reward")));
+                fields.insert("reward_rejected".into(), serde_json::json!(it.next().expect("rejected reward")));
+            }
+        }
+        out.push_str(&serde_json::Value::Object(fields).to_string());
+        out.push('\n');
+    }
+    std::io::stdout().lock().write_all(out.as_bytes()).context("writing stdout")?;
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  rmtrain eval --model runs/movie/model --data movie=data/vader/movie.test.jsonl --data nyt=data/vader/nyt.test.jsonl
+  rmtrain eval --model M --data test=pairs.jsonl --json report.json --markdown report.md")]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Eval set NAME=PATH (repeatable).
+    #[arg(long = "data", value_parser = named_path, required = true)]
+    pub data: Vec<(String, PathBuf)>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the markdown table here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seed of the bootstrap confidence intervals.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn evaluate_model(model: &Path, label: &str, sets: &[(String, Vec<Pair>)], max_length: usize, device: &burn::tensor::Device, seed: u64) -> Result<Vec<EvalRow>> {
+    let rm = RewardModel::load(model, max_length, device)?;
+    sets.iter()
+        .map(|(name, pairs)| {
+            let metrics = rmtrain_train::evaluate_pairs_with_model(&rm, pairs, &ScoreOptions::default(), seed)?;
+            Ok(EvalRow { model: label.to_string(), set: name.clone(), metrics })
+        })
+        .collect()
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let sets = load_evals(&a.data)?;
+    if sets.is_empty() {
+        bail!("eval: no --data sets");
+    }
+    let rows = evaluate_model(&a.model, &a.model.display().to_string(), &sets, a.max_length, &device, a.seed)?;
+    let json = serde_json::to_value(&rows)?;
+    let table = markdown_table(&rows);
+    if let Some(p) = &a.json {
+        rmtrain_core::write_json_atomic(p, &json)?;
+    }
+    if let Some(p) = &a.markdown {
+        rmtrain_core::write_atomic(p, table.as_bytes())?;
+    }
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    println!("{table}");
+    Ok(())
+}

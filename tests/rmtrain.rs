@@ -1,0 +1,336 @@
+//! End-to-end tests of rmtrain: the BERT reward model against the PyTorch + transformers fixtures,
+//! the losses against their reference values, training (loss falls, every parameter moves, exact
+//! resume), checkpoint round trips, bad input through the binary, and a recipe end to end.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rmtrain_data::read_pairs;
+use rmtrain_models::{RewardModel, ScoreOptions};
+use rmtrain_train::trainer::Trainable;
+use rmtrain_train::{TrainConfig, TrainRequest};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+fn fixture(p: &str) -> PathBuf {
+    root().join("tests/fixtures/hf").join(p)
+}
+fn tiny_rm() -> PathBuf {
+    fixture("tiny-bert-rm")
+}
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).expect("read jsonl").lines().map(|l| serde_json::from_str(l).expect("json")).collect()
+}
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rmtrain-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d
+}
+fn cpu() -> Device {
+    Device::flex()
+}
+
+/// Burn seeds one RNG per backend, shared by every thread: tests that train (dropout draws) run
+/// one at a time so each sees only its own seeds.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+fn training_lock() -> std::sync::MutexGuard<'static, ()> {
+    TRAINING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Names of the tensors whose bytes differ between two safetensors files (empty = identical).
+fn differing_tensors(a: &Path, b: &Path) -> Vec<String> {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(ta.len(), tb.len(), "tensor count");
+    ta.iter().zip(&tb).filter(|(x, y)| x != y).map(|(x, _)| x.0.clone()).collect()
+}
+
+// ---------- the model against transformers ----------
+
+#[test]
+fn tiny_bert_rewards_match_transformers_one_text_at_a_time() {
+    let rm = RewardModel::load(&tiny_rm(), 128, &cpu()).expect("load");
+    for row in jsonl(&fixture("tiny-bert-rm/scores.jsonl")) {
+        let text = row["text"].as_str().expect("text");
+        let ids: Vec<u32> = row["input_ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id") as u32).collect();
+        assert_eq!(rm.tokenizer.encode(text).expect("encode"), ids, "token ids of {text:?}");
+        let r = rm.score_texts(&[text], &ScoreOptions { batch_size: 1 }).expect("score")[0] as f64;
+        let want = row["reward"].as_f64().expect("reward");
+        assert!((r - want).abs() < 1e-4, "{text:?}: {r} vs {want}");
+    }
+}
+
+#[test]
+fn tiny_bert_rewards_match_transformers_in_one_padded_batch() {
+    let rm = RewardModel::load(&tiny_rm(), 128, &cpu()).expect("load");
+    let rows = jsonl(&fixture("tiny-bert-rm/scores_batched.jsonl"));
+    let texts: Vec<&str> = rows.iter().map(|r| r["text"].as_str().expect("text")).collect();
+    // One batch padded to the longest text (ours) ...
+    let batched = rm.score_texts(&texts, &ScoreOptions { batch_size: 64 }).expect("score");
+    // ... and one padded to 128 like the fixture, built by hand.
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| rm.tokenizer.encode(t).expect("encode")).collect();
+    let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let mut b = rm.tokenizer.collate(&seqs);
+    let (n, s) = (b.batch, b.seq);
+    let mut pid = Vec::new();
+    let mut pmask = Vec::new();
+    for i in 0..n {
+        pid.extend_from_slice(&b.ids[i * s..(i + 1) * s]);
+        pid.extend(std::iter::repeat_n(0i64, 128 - s));
+        pmask.extend_from_slice(&b.mask[i * s..(i + 1) * s]);
+        pmask.extend(std::iter::repeat_n(false, 128 - s));
+    }
+    b.ids = pid;
+    b.mask = pmask;
+    b.seq = 128;
+    let (t_ids, t_mask) = b.to_tensors(&cpu());
+    let padded: Vec<f32> = rm.net.forward(t_ids, t_mask).into_data().try_to_vec().expect("floats");
+    for ((row, r), p) in rows.iter().zip(&batched).zip(&padded) {
+        let want = row["reward_batched"].as_f64().expect("reward");
+        assert!((*r as f64 - want).abs() < 1e-4, "{}: {r} vs {want}", row["text"]);
+        assert!((*p as f64 - want).abs() < 1e-4, "{}: {p} vs {want}", row["text"]);
+    }
+}
+
+#[test]
+fn strict_loading_names_missing_and_unexpected_tensors() {
+    let dir = tmp("strict");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(tiny_rm().join(f), dir.join(f)).expect("copy");
+    }
+    // Rename one tensor: it is then both missing and unexpected.
+    let bytes = std::fs::read(tiny_rm().join("model.safetensors")).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("st");
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+    for (name, _) in tensors.iter_mut() {
+        if name == "classifier.bias" {
+            *name = "classifier.bias_renamed".into();
+        }
+    }
+    let out = safetensors::tensor::serialize(tensors, &None).expect("serialize");
+    std::fs::write(dir.join("model.safetensors"), out).expect("write");
+    let err = RewardModel::load(&dir, 128, &cpu()).err().expect("must fail").to_string();
+    assert!(err.contains("classifier.bias: missing"), "{err}");
+    assert!(err.contains("classifier.bias_renamed: unexpected"), "{err}");
+}
+
+// ---------- losses against losses.json ----------
+
+fn losses_fixture() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("losses.json")).expect("losses.json")).expect("json")
+}
+fn t1(v: &Value) -> Tensor<1> {
+    let xs: Vec<f64> = v.as_array().expect("array").iter().map(|x| x.as_f64().expect("f64")).collect();
+    let n = xs.len();
+    Tensor::<1>::from_data(TensorData::new(xs.into_iter().map(|x| x as f32).collect::<Vec<_>>(), [n]), &cpu())
+}
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_scalar::<f32>() as f64
+}
+
+#[test]
+fn losses_match_reference_values() {
+    use rmtrain_train::losses::*;
+    let f = losses_fixture();
+    let (rc, rr, m) = (t1(&f["inputs"]["r_c"]), t1(&f["inputs"]["r_r"]), t1(&f["inputs"]["margin"]));
+    let close = |a: f64, b: &Value, what: &str| {
+        let b = b.as_f64().expect("f64");
+        assert!((a - b).abs() < 1e-6, "{what}: {a} vs {b}");
+    };
+    close(scalar(bradley_terry(rc.clone(), rr.clone(), None)), &f["bradley_terry"]["mean"], "bradley_terry");
+    close(scalar(bradley_terry(rc.clone(), rr.clone(), Some(m))), &f["bradley_terry_margin"]["mean"], "margin");
+    let eps = f["inputs"]["label_smoothing_eps"].as_f64().expect("eps");
+    close(scalar(bradley_terry_smoothed(rc.clone(), rr.clone(), eps)), &f["label_smoothing"]["mean"], "smoothing");
+    let coef = f["inputs"]["center_coef"].as_f64().expect("coef");
+    close(scalar(center_term(rc.clone(), rr.clone(), coef)), &f["center_term"]["value"], "center");
+    close(
+        scalar(bradley_terry(rc.clone(), rr.clone(), None) + center_term(rc, rr, coef)),
+        &f["bradley_terry_plus_center"],
+        "bt + center",
+    );
+}
+
+#[test]
+fn pair_metrics_match_reference_values() {
+    let f = losses_fixture();
+    let v = |k: &str| -> Vec<f64> { f["inputs"][k].as_array().expect("a").iter().map(|x| x.as_f64().expect("f")).collect() };
+    let m = rmtrain_eval::evaluate_pairs(&v("r_c"), &v("r_r"), None, 0);
+    assert!((m.accuracy - f["pairwise_accuracy"]["value"].as_f64().expect("acc")).abs() < 1e-12);
+    assert!((m.ece - f["ece_p"]["value"].as_f64().expect("ece")).abs() < 1e-12);
+    assert!((m.ece_toplabel - f["ece_toplabel"]["value"].as_f64().expect("ece")).abs() < 1e-12);
+}
+
+// ---------- training ----------
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig {
+        batch_size: 4,
+        lr: 2e-3,
+        epochs: 4,
+        warmup_ratio: 0.1,
+        log_every: 1,
+        save_every: 0,
+        ..TrainConfig::default()
+    }
+}
+
+fn request(out: &Path, config: TrainConfig, resume: bool) -> TrainRequest {
+    TrainRequest {
+        init: tiny_rm(),
+        train_pairs: read_pairs(&root().join("tests/data/tiny_pairs.jsonl")).expect("pairs"),
+        train_data_sha256: Some("tiny".into()),
+        evals: vec![("tiny".into(), read_pairs(&root().join("tests/data/tiny_eval.jsonl")).expect("eval"))],
+        config,
+        out: out.to_path_buf(),
+        resume,
+        recipe: Value::Null,
+        device: cpu(),
+        progress: false,
+        trainable: Trainable::All,
+    }
+}
+
+fn bt_loss(model: &Path, pairs_file: &Path) -> f64 {
+    let rm = RewardModel::load(model, 128, &cpu()).expect("load");
+    let pairs = read_pairs(pairs_file).expect("pairs");
+    let (rc, rr) = rmtrain_train::score_pairs(&rm, &pairs, &ScoreOptions::default()).expect("score");
+    rc.iter().zip(&rr).map(|(c, r)| (1.0 + (-(c - r)).exp()).ln()).sum::<f64>() / rc.len() as f64
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("st");
+    let mut v: Vec<_> = st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn training_lowers_the_loss_and_moves_every_parameter() {
+    let _serial = training_lock();
+    let out = tmp("train");
+    let pairs = root().join("tests/data/tiny_pairs.jsonl");
+    let before = bt_loss(&tiny_rm(), &pairs);
+    // Without dropout, so the falling loss is the optimizer's doing alone.
+    let cfg = TrainConfig { epochs: 8, lr: 1e-3, dropout: Some(0.0), ..tiny_config() };
+    let outcome = rmtrain_train::train(request(&out, cfg, false)).expect("train");
+    let after = bt_loss(&outcome.model_dir, &pairs);
+    assert!(after < before * 0.5, "loss {before} -> {after}");
+    let init = tensors(&tiny_rm().join("model.safetensors"));
+    let trained = tensors(&outcome.model_dir.join("model.safetensors"));
+    for ((n, _, a), (_, _, b)) in init.iter().zip(&trained) {
+        assert_ne!(a, b, "{n} did not move");
+    }
+    let log = jsonl(&out.join("metrics.jsonl"));
+    for key in ["loss", "accuracy", "margin", "mean_reward", "min_reward", "max_reward", "lr", "tokens_per_second", "grad_norm"] {
+        assert!(log[0].get(key).is_some(), "metrics.jsonl lacks {key}");
+    }
+}
+
+#[test]
+fn checkpoint_has_the_fixture_tensor_names_and_shapes_and_round_trips_rewards() {
+    let _serial = training_lock();
+    let out = tmp("roundtrip");
+    let cfg = TrainConfig { epochs: 1, ..tiny_config() };
+    let outcome = rmtrain_train::train(request(&out, cfg, false)).expect("train");
+    let names = |p: &Path| tensors(p).into_iter().map(|(n, s, _)| (n, s)).collect::<Vec<_>>();
+    assert_eq!(names(&outcome.model_dir.join("model.safetensors")), names(&tiny_rm().join("model.safetensors")));
+    for f in ["config.json", "tokenizer.json", "rmtrain.json"] {
+        assert!(outcome.model_dir.join(f).is_file(), "{f} missing");
+    }
+    // save -> load -> score: identical rewards, and a second save is byte-identical.
+    let texts = ["good", "a boring story", "Hello world!"];
+    let a = RewardModel::load(&outcome.model_dir, 128, &cpu()).expect("load");
+    let ra = a.score_texts(&texts, &ScoreOptions::default()).expect("score");
+    let again = tmp("roundtrip2");
+    a.save_hf(&again).expect("save");
+    let b = RewardModel::load(&again, 128, &cpu()).expect("reload");
+    assert_eq!(ra, b.score_texts(&texts, &ScoreOptions::default()).expect("score"));
+    assert!(differing_tensors(&outcome.model_dir.join("model.safetensors"), &again.join("model.safetensors")).is_empty());
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(outcome.model_dir.join("rmtrain.json")).expect("m")).expect("json");
+    assert_eq!(manifest["step"], 3);
+    assert!(manifest["init_weights_sha256"].as_str().is_some_and(|s| s.len() == 64));
+}
+
+#[test]
+fn resume_after_a_stop_ends_with_the_same_weights_bitwise() {
+    let _serial = training_lock();
+    let cfg = TrainConfig { grad_accum: 2, dropout: Some(0.1), ..tiny_config() };
+    let full = tmp("resume-full");
+    let whole = rmtrain_train::train(request(&full, cfg.clone(), false)).expect("uninterrupted");
+    let part = tmp("resume-part");
+    let stopped = TrainConfig { max_steps: Some(5), ..cfg.clone() };
+    rmtrain_train::train(request(&part, stopped, false)).expect("first half");
+    let resumed = rmtrain_train::train(request(&part, cfg, true)).expect("resumed");
+    assert_eq!(resumed.steps, whole.steps);
+    let differ = differing_tensors(&whole.model_dir.join("model.safetensors"), &resumed.model_dir.join("model.safetensors"));
+    assert!(differ.is_empty(), "resumed run differs in {differ:?}");
+    let steps: Vec<u64> = jsonl(&part.join("metrics.jsonl")).iter().filter_map(|r| r.get("loss").and(r["step"].as_u64())).collect();
+    assert_eq!(steps, (1..=whole.steps).collect::<Vec<_>>(), "metrics log continues without gaps or repeats");
+}
+
+// ---------- the binary ----------
+
+fn rmtrain(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rmtrain")).args(args).current_dir(root()).output().expect("run rmtrain");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn assert_one_line_error(args: &[&str], must_contain: &[&str]) {
+    let (code, stdout, stderr) = rmtrain(args);
+    assert_ne!(code, 0, "{args:?} should fail");
+    assert!(stdout.is_empty(), "{args:?}: partial output {stdout:?}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: one error line, got {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for s in must_contain {
+        assert!(stderr.contains(s), "{args:?}: {stderr:?} lacks {s:?}");
+    }
+}
+
+#[test]
+fn bad_input_gives_one_clear_error_line() {
+    let dir = tmp("bad");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let model = tiny_rm().display().to_string();
+    let malformed = write("malformed.jsonl", "{\"text\": \"fine\"}\n{\"text\": oops}\n");
+    assert_one_line_error(&["score", "--model", &model, "--input", &malformed], &["malformed.jsonl:2", "invalid JSON"]);
+    let missing = write("missing.jsonl", "{\"chosen\": \"a\", \"rejected\": \"b\"}\n{\"chosen\": \"a\"}\n");
+    assert_one_line_error(&["score", "--model", &model, "--input", &missing], &["missing.jsonl:2", "rejected"]);
+    let empty = write("empty.jsonl", "{\"chosen\": \"a\", \"rejected\": \"  \"}\n");
+    assert_one_line_error(&["score", "--model", &model, "--input", &empty], &["empty.jsonl:1", "rejected", "empty"]);
+    let ok = write("ok.jsonl", "{\"text\": \"fine\"}\n");
+    assert_one_line_error(&["score", "--model", "/nonexistent/model", "--input", &ok], &["/nonexistent/model"]);
+    let recipe = write("bad.toml", "name = \"x\"\nout = \"runs/x\"\n[model]\nbackbone = \"b\"\n[data]\ntrain = \"t\"\n[train]\nlr = 1e-5\nlearning_rate = 2\n");
+    assert_one_line_error(&["recipe", &recipe], &["bad.toml:9", "learning_rate"]);
+}
+
+#[test]
+fn score_keeps_fields_and_adds_rewards() {
+    let dir = tmp("score");
+    let input = dir.join("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"Hello world!\", \"id\": 7}\n{\"chosen\": \"good\", \"rejected\": \"bad\", \"k\": \"v\"}\n").expect("write");
+    let (code, stdout, stderr) = rmtrain(&["score", "--model", &tiny_rm().display().to_string(), "--input", &input.display().to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines[0]["id"], 7);
+    assert!((lines[0]["reward"].as_f64().expect("reward") - 0.8950643539428711).abs() < 1e-4);
+    assert_eq!(lines[1]["k"], "v");
+    assert!(lines[1]["reward_chosen"].is_f64() && lines[1]["reward_rejected"].is_f64());
+}
+
+#[test]
+fn tiny_recipe_runs_end_to_end() {
+    let _serial = training_lock();
+    let (code, stdout, stderr) = rmtrain(&["recipe", "recipes/tiny.toml", "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("| tiny |"), "{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(root().join("runs/tiny/report.json")).expect("report")).expect("json");
+    assert_eq!(report["results"].as_array().expect("results").len(), 2);
+    assert!(root().join("runs/tiny/model/model.safetensors").is_file());
+}
