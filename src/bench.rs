@@ -55,6 +55,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, a.seq]), &device);
     let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; n * a.seq], [n, a.seq]), &device);
     let mut times = Vec::new();
+    // Train only: seconds in forward, backward, global-norm clip and optimizer step.
+    let mut parts: Vec<[f64; 4]> = Vec::new();
     match a.kind {
         BenchKind::Score => {
             let net = rm.net.valid();
@@ -78,16 +80,28 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     rewards.narrow(0, a.batch, a.batch),
                     None,
                 );
+                let _ = loss.clone().into_scalar::<f32>(); // forces the forward
+                let t_forward = t.elapsed().as_secs_f64();
                 let mut grads = GradientsParams::from_grads(loss.backward(), &net);
+                let t_backward = t.elapsed().as_secs_f64();
                 rmtrain_train::trainer::clip_global_norm(&net, &mut grads, Some(1.0));
+                let t_clip = t.elapsed().as_secs_f64();
                 net = optim.step(1e-5, net, grads);
                 let _ = net.classifier.weight.val().into_data(); // forces the step
                 if i >= a.warmup {
                     times.push(t.elapsed().as_secs_f64());
+                    parts.push([t_forward, t_backward - t_forward, t_clip - t_backward, t.elapsed().as_secs_f64() - t_clip]);
                 }
             }
         }
     }
+    let breakdown: Vec<f64> = (0..4)
+        .map(|k| {
+            let mut v: Vec<f64> = parts.iter().map(|p| p[k]).collect();
+            v.sort_by(|x, y| x.total_cmp(y));
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        })
+        .collect();
     times.sort_by(|x, y| x.total_cmp(y));
     let median = times[times.len() / 2];
     let pairs_per_s = a.batch as f64 / median;
@@ -101,6 +115,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "bench": kind, "model": a.model, "device": a.device, "batch_pairs": a.batch, "seq": a.seq,
             "warmup": a.warmup, "steps": a.steps, "median_step_s": median,
             "pairs_per_s": pairs_per_s, "tokens_per_s": pairs_per_s * 2.0 * a.seq as f64,
+            "median_forward_backward_clip_step_s": if parts.is_empty() { serde_json::Value::Null } else { serde_json::json!(breakdown) },
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         })
     );

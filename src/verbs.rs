@@ -177,7 +177,7 @@ pub fn score(a: ScoreArgs) -> Result<()> {
         }
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let rewards = rm.score_texts(&refs, &ScoreOptions { batch_size: a.batch_size })?;
+    let rewards = rm.score_texts(&refs, &ScoreOptions { batch_size: a.batch_size, ..ScoreOptions::default() })?;
     // Everything is computed before the first line is written: an error leaves no partial output.
     let mut out = String::new();
     let mut it = rewards.into_iter();

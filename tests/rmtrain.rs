@@ -56,7 +56,7 @@ fn tiny_bert_rewards_match_transformers_one_text_at_a_time() {
         let text = row["text"].as_str().expect("text");
         let ids: Vec<u32> = row["input_ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id") as u32).collect();
         assert_eq!(rm.tokenizer.encode(text).expect("encode"), ids, "token ids of {text:?}");
-        let r = rm.score_texts(&[text], &ScoreOptions { batch_size: 1 }).expect("score")[0] as f64;
+        let r = rm.score_texts(&[text], &ScoreOptions { batch_size: 1, threads: 1 }).expect("score")[0] as f64;
         let want = row["reward"].as_f64().expect("reward");
         assert!((r - want).abs() < 1e-4, "{text:?}: {r} vs {want}");
     }
@@ -68,7 +68,7 @@ fn tiny_bert_rewards_match_transformers_in_one_padded_batch() {
     let rows = jsonl(&fixture("tiny-bert-rm/scores_batched.jsonl"));
     let texts: Vec<&str> = rows.iter().map(|r| r["text"].as_str().expect("text")).collect();
     // One batch padded to the longest text (ours) ...
-    let batched = rm.score_texts(&texts, &ScoreOptions { batch_size: 64 }).expect("score");
+    let batched = rm.score_texts(&texts, &ScoreOptions { batch_size: 64, threads: 1 }).expect("score");
     // ... and one padded to 128 like the fixture, built by hand.
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| rm.tokenizer.encode(t).expect("encode")).collect();
     let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();

@@ -23,9 +23,10 @@
 //! Linear weights are `[out, in]` in HF and `[in, out]` in Burn: transposed on the way in and out.
 
 use crate::config::BertConfig;
+use crate::dropout::DropoutRng;
 use crate::hf::{HostTensor, TensorMap};
 use burn::module::{Module, Param, ParamId};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 
@@ -35,7 +36,7 @@ pub struct BertEmbeddings {
     pub position: Embedding,
     pub token_type: Embedding,
     pub layer_norm: LayerNorm,
-    pub dropout: Dropout,
+    pub dropout: f64,
 }
 
 #[derive(Module, Debug)]
@@ -44,8 +45,8 @@ pub struct BertAttention {
     pub key: Linear,
     pub value: Linear,
     pub output: Linear,
-    pub probs_dropout: Dropout,
-    pub output_dropout: Dropout,
+    pub probs_dropout: f64,
+    pub output_dropout: f64,
     pub num_heads: usize,
 }
 
@@ -55,7 +56,7 @@ pub struct BertLayer {
     pub attention_norm: LayerNorm,
     pub intermediate: Linear,
     pub output: Linear,
-    pub output_dropout: Dropout,
+    pub output_dropout: f64,
     pub output_norm: LayerNorm,
 }
 
@@ -64,13 +65,13 @@ pub struct BertRewardModel {
     pub embeddings: BertEmbeddings,
     pub layers: Vec<BertLayer>,
     pub pooler: Linear,
-    pub head_dropout: Dropout,
+    pub head_dropout: f64,
     pub classifier: Linear,
 }
 
 impl BertAttention {
     /// x: [batch, seq, d]; mask_bias: [batch, 1, 1, seq] (0 for real keys, −∞-like for padding).
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
         let [batch, seq, d] = x.dims();
         let heads = self.num_heads;
         let head_dim = d / heads;
@@ -81,34 +82,44 @@ impl BertAttention {
         let v = split(self.value.forward(x));
         // [batch, heads, seq, seq]
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt()) + mask_bias;
-        let probs = self.probs_dropout.forward(softmax(scores, 3));
+        let probs = dropout(rng, softmax(scores, 3), self.probs_dropout);
         // [batch, heads, seq, head_dim] -> [batch, seq, d]
         let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, d]);
-        self.output_dropout.forward(self.output.forward(context))
+        dropout(rng, self.output.forward(context), self.output_dropout)
     }
 }
 
 impl BertLayer {
     /// x: [batch, seq, d] -> [batch, seq, d]
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let attended = self.attention_norm.forward(self.attention.forward(x.clone(), mask_bias) + x);
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
+        let attended = self.attention_norm.forward(self.attention.forward(x.clone(), mask_bias, rng) + x);
         let hidden = gelu(self.intermediate.forward(attended.clone())); // exact erf GELU, as HF "gelu"
-        self.output_norm.forward(self.output_dropout.forward(self.output.forward(hidden)) + attended)
+        self.output_norm.forward(dropout(rng, self.output.forward(hidden), self.output_dropout) + attended)
     }
 }
 
 impl BertRewardModel {
-    /// ids, mask: [batch, seq] (mask 1 = real token, 0 = padding) -> rewards [batch].
+    /// ids, mask: [batch, seq] (mask 1 = real token, 0 = padding) -> rewards [batch], without
+    /// dropout (inference).
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<1> {
-        let pooled = self.pooled(ids, mask);
+        self.forward_with(ids, mask, None)
+    }
+
+    /// As [`forward`](Self::forward), with dropout drawn from `rng` when given (training).
+    pub fn forward_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
+        let pooled = self.pooled_with(ids, mask, &mut rng);
         let [batch, _] = pooled.dims();
-        self.classifier.forward(self.head_dropout.forward(pooled)).reshape([batch])
+        self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])
     }
 
     /// The pooled [CLS] representation tanh(pooler(h[:, 0])): [batch, d]. Contrastive losses and
     /// the embedding-distance of RBoN-WD use it.
     pub fn pooled(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
-        let hidden = self.encode(ids, mask);
+        self.pooled_with(ids, mask, &mut None)
+    }
+
+    fn pooled_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: &mut Option<&mut DropoutRng>) -> Tensor<2> {
+        let hidden = self.encode_with(ids, mask, rng);
         let [batch, _, d] = hidden.dims();
         let cls = hidden.narrow(1, 0, 1).reshape([batch, d]);
         self.pooler.forward(cls).tanh()
@@ -116,20 +127,24 @@ impl BertRewardModel {
 
     /// Last hidden states [batch, seq, d].
     pub fn encode(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<3> {
+        self.encode_with(ids, mask, &mut None)
+    }
+
+    fn encode_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
         let [batch, seq] = ids.dims();
         let device = ids.device();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]).expand([batch, seq]);
         let token_types = Tensor::<2, Int>::zeros([batch, seq], &device);
         let e = &self.embeddings;
         let x = e.word.forward(ids) + e.position.forward(positions) + e.token_type.forward(token_types);
-        let mut x = e.dropout.forward(e.layer_norm.forward(x));
+        let mut x = dropout(rng, e.layer_norm.forward(x), e.dropout);
         // [batch, seq] -> [batch, 1, 1, seq]; f32's lowest finite value, as transformers uses, so a
         // padded key's softmax weight is exactly 0.
         let mask_bias = Tensor::<2>::zeros([batch, seq], &device)
             .mask_fill(mask.bool_not(), f32::MIN)
             .reshape([batch, 1, 1, seq]);
         for layer in &self.layers {
-            x = layer.forward(x, mask_bias.clone());
+            x = layer.forward(x, mask_bias.clone(), rng);
         }
         x
     }
@@ -155,7 +170,7 @@ impl BertRewardModel {
             position: b.embedding(&format!("{p}embeddings.position_embeddings.weight"), config.max_position_embeddings),
             token_type: b.embedding(&format!("{p}embeddings.token_type_embeddings.weight"), config.type_vocab_size),
             layer_norm: b.layer_norm(&format!("{p}embeddings.LayerNorm")),
-            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            dropout: config.hidden_dropout_prob,
         };
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
@@ -166,14 +181,14 @@ impl BertRewardModel {
                         key: b.linear(&format!("{l}.attention.self.key"), d, d),
                         value: b.linear(&format!("{l}.attention.self.value"), d, d),
                         output: b.linear(&format!("{l}.attention.output.dense"), d, d),
-                        probs_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
-                        output_dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+                        probs_dropout: config.attention_probs_dropout_prob,
+                        output_dropout: config.hidden_dropout_prob,
                         num_heads: config.num_attention_heads,
                     },
                     attention_norm: b.layer_norm(&format!("{l}.attention.output.LayerNorm")),
                     intermediate: b.linear(&format!("{l}.intermediate.dense"), d, config.intermediate_size),
                     output: b.linear(&format!("{l}.output.dense"), config.intermediate_size, d),
-                    output_dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+                    output_dropout: config.hidden_dropout_prob,
                     output_norm: b.layer_norm(&format!("{l}.output.LayerNorm")),
                 }
             })
@@ -195,7 +210,7 @@ impl BertRewardModel {
             embeddings,
             layers,
             pooler,
-            head_dropout: DropoutConfig::new(config.head_dropout()).init(),
+            head_dropout: config.head_dropout(),
             classifier,
         };
         (model, initialised)
@@ -261,6 +276,13 @@ impl BertRewardModel {
             ids.extend(l.bias.as_ref().map(|b| b.id));
         }
         ids
+    }
+}
+
+fn dropout<const D: usize>(rng: &mut Option<&mut DropoutRng>, x: Tensor<D>, p: f64) -> Tensor<D> {
+    match rng {
+        Some(r) => r.apply(x, p),
+        None => x,
     }
 }
 

@@ -4,12 +4,14 @@
 
 pub mod bert;
 pub mod config;
+pub mod dropout;
 pub mod hf;
 pub mod reward_model;
 pub mod tokenizer;
 
 pub use bert::BertRewardModel;
 pub use config::BertConfig;
+pub use dropout::DropoutRng;
 pub use reward_model::{RewardModel, ScoreOptions};
 pub use tokenizer::{Batch, RmTokenizer};
 

@@ -32,11 +32,13 @@ pub struct ScoreOptions {
     /// Texts per forward pass. Batches are formed from texts of similar length, so padding is
     /// small; rewards do not depend on it.
     pub batch_size: usize,
+    /// Threads scoring batches at once (the flex backend keeps about one core busy per thread).
+    pub threads: usize,
 }
 
 impl Default for ScoreOptions {
     fn default() -> Self {
-        Self { batch_size: 32 }
+        Self { batch_size: 32, threads: 2 }
     }
 }
 
@@ -75,16 +77,31 @@ impl RewardModel {
         let ids = self.tokenizer.encode_all(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
+        let chunks: Vec<&[usize]> = order.chunks(opts.batch_size.max(1)).collect();
+        let threads = opts.threads.clamp(1, chunks.len().max(1));
+        let device = net.classifier.weight.val().device();
+        // Thread t scores chunks t, t + threads, ...; every reward lands in its input slot.
+        let scored: Vec<Vec<(usize, f32)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (net, chunks, ids, device) = (&net, &chunks, &ids, &device);
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        for chunk in chunks.iter().skip(t).step_by(threads) {
+                            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+                            let (t_ids, t_mask) = self.tokenizer.collate(&seqs).to_tensors(device);
+                            let r = net.forward(t_ids, t_mask).into_data().convert::<f32>().try_to_vec::<f32>().expect("rewards are floats");
+                            out.extend(chunk.iter().copied().zip(r));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a scoring thread panicked")).collect()
+        });
         let mut rewards = vec![0f32; texts.len()];
-        for chunk in order.chunks(opts.batch_size.max(1)) {
-            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-            let batch = self.tokenizer.collate(&seqs);
-            let device = net.classifier.weight.val().device();
-            let (t_ids, t_mask) = batch.to_tensors(&device);
-            let out = net.forward(t_ids, t_mask).into_data().convert::<f32>().try_to_vec::<f32>().expect("rewards are floats");
-            for (&i, r) in chunk.iter().zip(out) {
-                rewards[i] = r;
-            }
+        for (i, r) in scored.into_iter().flatten() {
+            rewards[i] = r;
         }
         Ok(rewards)
     }

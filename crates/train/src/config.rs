@@ -39,6 +39,10 @@ pub struct TrainConfig {
     pub max_steps: Option<u64>,
     /// Use only the first N train pairs (the importer writes them in random order).
     pub max_train_pairs: Option<usize>,
+    /// Model replicas that run forward + backward of one micro-batch's parts in parallel threads
+    /// (data parallelism on one CPU; gradients summed in a fixed order, so runs stay bitwise
+    /// reproducible for a given value). The flex backend keeps about one core busy per replica.
+    pub replicas: usize,
     /// Seeds data order, dropout and any new head's init.
     pub seed: u64,
     /// Overrides the config's hidden/attention/classifier dropout (WARM's diversity axis).
@@ -86,6 +90,7 @@ impl Default for TrainConfig {
             max_grad_norm: Some(1.0),
             max_steps: None,
             max_train_pairs: None,
+            replicas: 2,
             seed: 0,
             dropout: None,
             max_length: 128,

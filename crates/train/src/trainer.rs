@@ -13,7 +13,7 @@ use crate::evaluate::evaluate_pairs_with_model;
 use crate::losses;
 use crate::schedule::{learning_rate, warmup_steps};
 use crate::TrainError;
-use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -22,7 +22,7 @@ use rmtrain_core::{AtomicDir, Manifest, MetricsLog};
 use rmtrain_data::Pair;
 use rmtrain_models::bert::BertRewardModel;
 use rmtrain_models::reward_model::save_hf;
-use rmtrain_models::{RewardModel, ScoreOptions};
+use rmtrain_models::{DropoutRng, RewardModel, ScoreOptions};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -81,7 +81,7 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
     cfg.validate().map_err(TrainError::Config)?;
     let started = Instant::now();
     let ad = req.device.clone().autodiff();
-    ad.seed(mix_seed(cfg.seed, 0x1417, 0)); // a new head's init
+    ad.seed(mix_seed(cfg.seed, 0x1417, 0)); // a new head's init (dropout uses DropoutRng, per step)
 
     // Resume: the newest checkpoint's weights, optimizer and step; else the init folder.
     let resume_from = if req.resume { checkpoint::list_checkpoints(&req.out).pop() } else { None };
@@ -171,29 +171,50 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
         let batch: Vec<usize> = order[pos * cfg.batch_size..((pos + 1) * cfg.batch_size).min(pairs.len())].to_vec();
         let lr = learning_rate(cfg.schedule, cfg.lr, step, warmup, total_steps);
         let tick = Instant::now();
-
         let mut accumulator = GradientsAccumulator::new();
         let mut tokens = 0usize;
         for (m, chunk) in batch.chunks(micro).enumerate() {
-            ad.seed(mix_seed(cfg.seed, step + 1, m as u64)); // dropout of this micro-batch
-            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| encoded[i].0.as_slice()).chain(chunk.iter().map(|&i| encoded[i].1.as_slice())).collect();
-            let b = tokenizer.collate(&seqs);
-            tokens += b.num_tokens();
-            let (ids, mask) = b.to_tensors(&ad);
-            let rewards = net.forward(ids, mask); // [2 · pairs]: chosen then rejected
-            let n = chunk.len();
-            let r_c = rewards.clone().narrow(0, 0, n);
-            let r_r = rewards.narrow(0, n, n);
-            let loss = pair_loss(cfg, r_c.clone(), r_r.clone(), chunk, pairs, &ad);
-            // Micro-batches are averaged by their share of the batch (the last one may be short).
-            let scaled = loss.clone().mul_scalar(n as f64 / batch.len() as f64);
-            let mut grads = scaled.backward();
-            let grads = match &trainable_ids {
-                Some(ids) => GradientsParams::from_params(&mut grads, &net, ids),
-                None => GradientsParams::from_grads(grads, &net),
-            };
-            accumulator.accumulate(&net, grads);
-            window.add(loss.into_scalar::<f32>() as f64 * n as f64, &to_vec(r_c), &to_vec(r_r));
+            // The micro-batch's pairs are split over replicas that run forward + backward at once,
+            // one thread each; their gradients are summed in replica order (deterministic).
+            let parts: Vec<&[usize]> = split_even(chunk, cfg.replicas.max(1));
+            let results = std::thread::scope(|scope| {
+                let handles: Vec<_> = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(k, part)| {
+                        let model = if k == 0 { net.clone() } else { detached_replica(&net) };
+                        let seed = mix_seed(cfg.seed, step + 1, (m * cfg.replicas.max(1) + k) as u64);
+                        let (encoded, tokenizer, ad, trainable_ids) = (&encoded, &tokenizer, &ad, &trainable_ids);
+                        let batch_len = batch.len();
+                        scope.spawn(move || {
+                            let seqs: Vec<&[u32]> =
+                                part.iter().map(|&i| encoded[i].0.as_slice()).chain(part.iter().map(|&i| encoded[i].1.as_slice())).collect();
+                            let b = tokenizer.collate(&seqs);
+                            let (ids, mask) = b.to_tensors(ad);
+                            let mut rng = DropoutRng::new(seed);
+                            let rewards = model.forward_with(ids, mask, Some(&mut rng)); // [2 · pairs]: chosen then rejected
+                            let n = part.len();
+                            let r_c = rewards.clone().narrow(0, 0, n);
+                            let r_r = rewards.narrow(0, n, n);
+                            let loss = pair_loss(cfg, r_c.clone(), r_r.clone(), part, pairs, ad);
+                            // Parts are weighted by their share of the batch (the last may be short).
+                            let mut grads = loss.clone().mul_scalar(n as f64 / batch_len as f64).backward();
+                            let grads = match trainable_ids {
+                                Some(ids) => GradientsParams::from_params(&mut grads, &model, ids),
+                                None => GradientsParams::from_grads(grads, &model),
+                            };
+                            let loss = loss.into_scalar::<f32>() as f64;
+                            (grads, loss * n as f64, to_vec(r_c), to_vec(r_r), b.num_tokens())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("a replica thread panicked")).collect::<Vec<_>>()
+            });
+            for (grads, loss_times_n, r_c, r_r, n_tokens) in results {
+                accumulator.accumulate(&net, grads);
+                window.add(loss_times_n, &r_c, &r_r);
+                tokens += n_tokens;
+            }
         }
         let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm(&net, &mut grads, cfg.max_grad_norm);
@@ -291,6 +312,33 @@ fn pair_loss(cfg: &TrainConfig, r_c: Tensor<1>, r_r: Tensor<1>, chunk: &[usize],
         loss = loss + losses::center_term(r_c, r_r, coef);
     }
     loss
+}
+
+/// Splits `items` into `parts` contiguous runs of near-equal length (fewer when items are few).
+fn split_even(items: &[usize], parts: usize) -> Vec<&[usize]> {
+    let parts = parts.min(items.len()).max(1);
+    let (base, extra) = (items.len() / parts, items.len() % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for k in 0..parts {
+        let len = base + usize::from(k < extra);
+        out.push(&items[start..start + len]);
+        start += len;
+    }
+    out
+}
+
+/// A copy of `net` whose parameters are new autodiff leaves (same values, same `ParamId`s). Two
+/// graphs that share no leaf are independent in Burn's autodiff, so replicas can run forward and
+/// backward in parallel threads; their gradients still map to the same parameter ids.
+pub fn detached_replica(net: &BertRewardModel) -> BertRewardModel {
+    struct Detach;
+    impl ModuleMapper for Detach {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| t.detach().require_grad())
+        }
+    }
+    net.clone().map(&mut Detach)
 }
 
 fn to_vec(t: Tensor<1>) -> Vec<f64> {
