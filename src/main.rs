@@ -3,8 +3,10 @@
 
 mod bench;
 mod device;
+mod merge_verbs;
 mod recipe;
 mod verbs;
+mod warm;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +29,10 @@ enum Verb {
     Score(verbs::ScoreArgs),
     /// Evaluate a reward model on named pair sets: accuracy, ECE, Brier, Spearman vs gold margin.
     Eval(verbs::EvalArgs),
+    /// Average checkpoints in weight space (WARM), streaming tensor by tensor.
+    Average(merge_verbs::AverageArgs),
+    /// Loss and accuracy along the line between two checkpoints (mode connectivity).
+    Interpolate(merge_verbs::InterpolateArgs),
     /// Run a recipe (TOML): data preparation, training, evaluation, report.
     Recipe(recipe::RecipeArgs),
     /// Measure training or scoring throughput on synthetic ids (same protocol as ../shared/bench).
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
         Verb::Train(a) => verbs::train(a),
         Verb::Score(a) => verbs::score(a),
         Verb::Eval(a) => verbs::eval(a),
+        Verb::Average(a) => merge_verbs::average(a),
+        Verb::Interpolate(a) => merge_verbs::interpolate(a),
         Verb::Recipe(a) => recipe::run(a),
         Verb::Bench(a) => bench::run(a),
     };

@@ -23,6 +23,9 @@ pub struct RecipeArgs {
     /// Continue the recipe's run from its newest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// WARM recipes: train only member K (then average with a run without --member).
+    #[arg(long)]
+    pub member: Option<usize>,
     #[arg(long)]
     pub no_progress: bool,
 }
@@ -39,6 +42,18 @@ pub struct Recipe {
     pub data: DataSection,
     #[serde(default)]
     pub train: TrainConfig,
+    /// WARM: train several members and average them (see `warm.rs`).
+    #[serde(default)]
+    pub members: Option<crate::warm::MembersSection>,
+    #[serde(default)]
+    pub merge: Option<crate::warm::MergeSection>,
+}
+
+impl Recipe {
+    /// Eval sets as (name, path), in the recipe's order.
+    pub fn eval_paths(&self) -> Vec<(String, PathBuf)> {
+        self.data.eval.iter().map(|(n, v)| (n.clone(), PathBuf::from(v.as_str().expect("checked in read_recipe")))).collect()
+    }
 }
 
 fn default_device() -> String {
@@ -62,6 +77,16 @@ pub struct DataSection {
     /// When present, VADER pairs are built first (skipped when `out` already holds them with the
     /// same options).
     pub vader: Option<VaderSection>,
+    /// Label-noise harness: flip this share of the train pairs (chosen <-> rejected), seeded, on
+    /// top of the labels' own source.
+    #[serde(default)]
+    pub flip_fraction: f64,
+    #[serde(default)]
+    pub flip_seed: u64,
+    /// WARM recipes: repeat the whole run at each of these flip shares and plot accuracy
+    /// against noise (e.g. [0.0, 0.1, 0.25, 0.4]).
+    #[serde(default)]
+    pub noise_sweep: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +149,11 @@ pub fn read_recipe(path: &Path) -> Result<Recipe> {
         }
     })?;
     recipe.train.validate().map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
+    for k in std::iter::once(&recipe.data.flip_fraction).chain(&recipe.data.noise_sweep) {
+        if !(0.0..=1.0).contains(k) {
+            anyhow::bail!("{}: data.flip_fraction / data.noise_sweep values must be in [0, 1], got {k}", path.display());
+        }
+    }
     for (name, v) in &recipe.data.eval {
         if !v.is_str() {
             anyhow::bail!("{}: data.eval.{name}: expected a path string", path.display());
@@ -136,20 +166,36 @@ pub fn run(a: RecipeArgs) -> Result<()> {
     let started = Instant::now();
     let recipe = read_recipe(&a.file)?;
     let device = parse_device(&recipe.device).with_context(|| format!("{}: device", a.file.display()))?;
+    if recipe.members.is_some() {
+        crate::warm::run_warm(&recipe, a.member, !a.no_progress)?;
+        eprintln!("recipe {}: done in {:.0} s; report in {}", recipe.name, started.elapsed().as_secs_f64(), recipe.out.join("report.md").display());
+        return Ok(());
+    }
+    if a.member.is_some() {
+        anyhow::bail!("{}: --member needs a recipe with a [members] section", a.file.display());
+    }
+    if !recipe.data.noise_sweep.is_empty() {
+        anyhow::bail!("{}: data.noise_sweep needs a recipe with a [members] section", a.file.display());
+    }
     if let Some(v) = &recipe.data.vader {
         prepare_vader(v)?;
     }
-    let evals: Vec<(String, PathBuf)> =
-        recipe.data.eval.iter().map(|(n, v)| (n.clone(), PathBuf::from(v.as_str().expect("checked in read_recipe")))).collect();
-    let eval_sets = load_evals(&evals)?;
-    let train_pairs = read_pairs(&recipe.data.train)?;
+    let eval_sets = load_evals(&recipe.eval_paths())?;
+    let mut train_pairs = read_pairs(&recipe.data.train)?;
+    if let Some(n) = recipe.train.max_train_pairs {
+        train_pairs.truncate(n);
+    }
+    let flipped = rmtrain_data::flip_labels(&mut train_pairs, recipe.data.flip_fraction, recipe.data.flip_seed)?;
+    if flipped > 0 {
+        eprintln!("recipe {}: flipped {flipped} train labels (data.flip_fraction = {})", recipe.name, recipe.data.flip_fraction);
+    }
     let recipe_json = serde_json::to_value(&recipe)?;
     eprintln!("recipe {}: {} train pairs (using {}), eval sets: {}", recipe.name, train_pairs.len(),
         recipe.train.max_train_pairs.map_or(train_pairs.len(), |m| m.min(train_pairs.len())),
         eval_sets.iter().map(|(n, s)| format!("{n} ({})", s.len())).collect::<Vec<_>>().join(", "));
     let outcome = rmtrain_train::train(TrainRequest {
         init: recipe.model.backbone.clone(),
-        train_data_sha256: Some(rmtrain_core::sha256_file(&recipe.data.train)?),
+        train_data_sha256: Some(format!("{}+flip{}@{}", rmtrain_core::sha256_file(&recipe.data.train)?, recipe.data.flip_fraction, recipe.data.flip_seed)),
         train_pairs,
         evals: eval_sets,
         config: recipe.train.clone(),
@@ -190,7 +236,7 @@ pub fn run(a: RecipeArgs) -> Result<()> {
 }
 
 /// Builds the VADER pair files unless `out/summary.json` shows they were built with these options.
-fn prepare_vader(v: &VaderSection) -> Result<()> {
+pub fn prepare_vader(v: &VaderSection) -> Result<()> {
     let opts = v.options();
     let summary_path = v.out.join("summary.json");
     let wanted = serde_json::to_value(&opts)?;

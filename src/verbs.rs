@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rmtrain_data::{read_pairs, read_score_records, Pair, ScoreInput, VaderOptions};
 use rmtrain_eval::{markdown_table, EvalRow};
+use rmtrain_merge::{combine, z_normalize, Combine};
 use rmtrain_models::{RewardModel, ScoreOptions};
 use rmtrain_train::trainer::Trainable;
 use rmtrain_train::{TrainConfig, TrainRequest};
@@ -147,11 +148,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
 #[derive(Args)]
 #[command(after_help = "Input lines: {\"text\": ...} gets `reward`; a pair line (TRL standard, implicit-prompt or
 conversational) gets `reward_chosen` and `reward_rejected`. Every input field is kept.
+With several --model, members' rewards are z-normalised with the statistics in their rmtrain.json
+and combined by --combine (mean, worst, uncertainty[:λ] = mean − λ·std); member rewards are kept
+in `member_rewards` (or `member_rewards_chosen`/`_rejected`).
 Examples:
-  rmtrain score --model runs/movie/model --input texts.jsonl > scored.jsonl")]
+  rmtrain score --model runs/movie/model --input texts.jsonl > scored.jsonl
+  rmtrain score --model m0 --model m1 --model m2 --combine uncertainty:0.5 --input pairs.jsonl")]
 pub struct ScoreArgs {
+    /// Reward model folder (repeat for an ensemble).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    /// How an ensemble combines its members' rewards.
+    #[arg(long, default_value = "mean")]
+    pub combine: Combine,
+    /// Combine raw member rewards, without z-normalisation.
     #[arg(long)]
-    pub model: PathBuf,
+    pub no_normalize: bool,
     #[arg(long)]
     pub input: PathBuf,
     #[arg(long, default_value_t = 128)]
@@ -165,7 +177,6 @@ pub struct ScoreArgs {
 pub fn score(a: ScoreArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let records = read_score_records(&a.input)?;
-    let rm = RewardModel::load(&a.model, a.max_length, &device)?;
     let mut texts: Vec<String> = Vec::new();
     for r in &records {
         match &r.input {
@@ -177,19 +188,31 @@ pub fn score(a: ScoreArgs) -> Result<()> {
         }
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let rewards = rm.score_texts(&refs, &ScoreOptions { batch_size: a.batch_size, ..ScoreOptions::default() })?;
+    let opts = ScoreOptions { batch_size: a.batch_size, ..ScoreOptions::default() };
+    let members = score_members(&a.models, &refs, a.max_length, &device, &opts, !a.no_normalize && a.models.len() > 1)?;
+    let rewards = if members.len() == 1 { members[0].clone() } else { combine(&members, a.combine) };
     // Everything is computed before the first line is written: an error leaves no partial output.
     let mut out = String::new();
-    let mut it = rewards.into_iter();
+    let mut next = 0usize;
+    let member_values = |i: usize| serde_json::json!(members.iter().map(|m| m[i]).collect::<Vec<_>>());
     for r in records {
         let mut fields = r.fields;
         match r.input {
             ScoreInput::Text(_) => {
-                fields.insert("reward".into(), serde_json::json!(it.next().expect("one reward per text")));
+                fields.insert("reward".into(), serde_json::json!(rewards[next]));
+                if members.len() > 1 {
+                    fields.insert("member_rewards".into(), member_values(next));
+                }
+                next += 1;
             }
             ScoreInput::Pair(_) => {
-                fields.insert("reward_chosen".into(), serde_json::json!(it.next().expect("chosen reward")));
-                fields.insert("reward_rejected".into(), serde_json::json!(it.next().expect("rejected reward")));
+                fields.insert("reward_chosen".into(), serde_json::json!(rewards[next]));
+                fields.insert("reward_rejected".into(), serde_json::json!(rewards[next + 1]));
+                if members.len() > 1 {
+                    fields.insert("member_rewards_chosen".into(), member_values(next));
+                    fields.insert("member_rewards_rejected".into(), member_values(next + 1));
+                }
+                next += 2;
             }
         }
         out.push_str(&serde_json::Value::Object(fields).to_string());
@@ -199,13 +222,44 @@ pub fn score(a: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// The reward mean/std a member recorded on its reference set (rmtrain.json).
+pub fn member_stats(dir: &Path) -> Result<(f64, f64)> {
+    let m = rmtrain_core::Manifest::read(dir).with_context(|| format!("{}: ensemble member needs its rmtrain.json (or pass --no-normalize)", dir.display()))?;
+    match (m.reward_mean, m.reward_std) {
+        (Some(mean), Some(std)) => Ok((mean, std)),
+        _ => bail!("{}: rmtrain.json has no reward_mean/reward_std to z-normalise with (pass --no-normalize)", dir.join("rmtrain.json").display()),
+    }
+}
+
+/// Each model's rewards of `texts` (z-normalised with its manifest statistics when `normalize`).
+pub fn score_members(models: &[PathBuf], texts: &[&str], max_length: usize, device: &burn::tensor::Device, opts: &ScoreOptions, normalize: bool) -> Result<Vec<Vec<f64>>> {
+    models
+        .iter()
+        .map(|dir| {
+            let stats = if normalize { Some(member_stats(dir)?) } else { None };
+            let rm = RewardModel::load(dir, max_length, device)?;
+            let raw: Vec<f64> = rm.score_texts(texts, opts)?.into_iter().map(f64::from).collect();
+            Ok(match stats {
+                Some((mean, std)) => z_normalize(&raw, mean, std),
+                None => raw,
+            })
+        })
+        .collect()
+}
+
 #[derive(Args)]
 #[command(after_help = "Examples:
   rmtrain eval --model runs/movie/model --data movie=data/vader/movie.test.jsonl --data nyt=data/vader/nyt.test.jsonl
-  rmtrain eval --model M --data test=pairs.jsonl --json report.json --markdown report.md")]
+  rmtrain eval --model M --data test=pairs.jsonl --json report.json --markdown report.md
+  rmtrain eval --model m0 --model m1 --combine worst --data movie=data/vader/movie.test.jsonl")]
 pub struct EvalArgs {
+    /// Reward model folder (repeat for an ensemble, combined by --combine).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    #[arg(long, default_value = "mean")]
+    pub combine: Combine,
     #[arg(long)]
-    pub model: PathBuf,
+    pub no_normalize: bool,
     /// Eval set NAME=PATH (repeatable).
     #[arg(long = "data", value_parser = named_path, required = true)]
     pub data: Vec<(String, PathBuf)>,
@@ -224,12 +278,31 @@ pub struct EvalArgs {
     pub seed: u64,
 }
 
-pub fn evaluate_model(model: &Path, label: &str, sets: &[(String, Vec<Pair>)], max_length: usize, device: &burn::tensor::Device, seed: u64) -> Result<Vec<EvalRow>> {
-    let rm = RewardModel::load(model, max_length, device)?;
+/// Rewards (chosen, rejected) of every pair of every set, scoring each distinct text once per
+/// model; several models are combined as an ensemble.
+pub fn score_sets(models: &[PathBuf], sets: &[(String, Vec<Pair>)], combine_rule: Combine, normalize: bool, max_length: usize, device: &burn::tensor::Device) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut texts: Vec<String> = Vec::new();
+    let mut slot = |t: String| {
+        let n = index.len();
+        *index.entry(t.clone()).or_insert_with(|| {
+            texts.push(t);
+            n
+        })
+    };
+    let slots: Vec<Vec<(usize, usize)>> = sets.iter().map(|(_, pairs)| pairs.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect()).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let members = score_members(models, &refs, max_length, device, &ScoreOptions::default(), normalize && models.len() > 1)?;
+    let rewards = if members.len() == 1 { members.into_iter().next().expect("one member") } else { combine(&members, combine_rule) };
+    Ok(slots.iter().map(|s| s.iter().map(|&(c, r)| (rewards[c], rewards[r])).unzip()).collect())
+}
+
+pub fn metrics_rows(label: &str, sets: &[(String, Vec<Pair>)], scores: &[(Vec<f64>, Vec<f64>)], seed: u64) -> Vec<EvalRow> {
     sets.iter()
-        .map(|(name, pairs)| {
-            let metrics = rmtrain_train::evaluate_pairs_with_model(&rm, pairs, &ScoreOptions::default(), seed)?;
-            Ok(EvalRow { model: label.to_string(), set: name.clone(), metrics })
+        .zip(scores)
+        .map(|((name, pairs), (rc, rr))| {
+            let gold: Option<Vec<f64>> = pairs.iter().map(|p| p.gold_margin).collect();
+            EvalRow { model: label.to_string(), set: name.clone(), metrics: rmtrain_eval::evaluate_pairs(rc, rr, gold.as_deref(), seed) }
         })
         .collect()
 }
@@ -240,7 +313,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     if sets.is_empty() {
         bail!("eval: no --data sets");
     }
-    let rows = evaluate_model(&a.model, &a.model.display().to_string(), &sets, a.max_length, &device, a.seed)?;
+    let label = if a.models.len() == 1 {
+        a.models[0].display().to_string()
+    } else {
+        format!("ensemble-{} of {}", a.combine, a.models.len())
+    };
+    let scores = score_sets(&a.models, &sets, a.combine, !a.no_normalize, a.max_length, &device)?;
+    let rows = metrics_rows(&label, &sets, &scores, a.seed);
     let json = serde_json::to_value(&rows)?;
     let table = markdown_table(&rows);
     if let Some(p) = &a.json {

@@ -334,3 +334,191 @@ fn tiny_recipe_runs_end_to_end() {
     assert_eq!(report["results"].as_array().expect("results").len(), 2);
     assert!(root().join("runs/tiny/model/model.safetensors").is_file());
 }
+
+// ---------- WARM: averaging, ensembles, the recipe ----------
+
+fn warm_member(k: usize) -> PathBuf {
+    fixture(&format!("warm/model_{k}"))
+}
+
+fn f32_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    tensors(path)
+        .into_iter()
+        .map(|(n, s, b)| (n, s, b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+        .collect()
+}
+
+fn assert_tensors_close(a: &Path, b: &Path, tol: f32) {
+    let (ta, tb) = (f32_tensors(a), f32_tensors(b));
+    assert_eq!(ta.len(), tb.len());
+    for ((n, sa, va), (m, sb, vb)) in ta.iter().zip(&tb) {
+        assert_eq!((n, sa), (m, sb));
+        let worst = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(worst <= tol, "{n}: max abs diff {worst}");
+    }
+}
+
+#[test]
+fn warm_average_matches_the_fixture_weights_and_rewards() {
+    let members: Vec<PathBuf> = (0..3).map(warm_member).collect();
+    let rows = jsonl(&fixture("warm/scores.jsonl"));
+    for (weights, file, column) in [
+        (None, "average.safetensors", "reward_average"),
+        (Some(vec![0.5, 0.3, 0.2]), "average_w.safetensors", "reward_average_w"),
+    ] {
+        let out = tmp(&format!("avg-{column}"));
+        let report = rmtrain_merge::average_checkpoints(&members, &out.join("avg"), &rmtrain_merge::AverageOptions { weights, strict: false })
+            .expect("average");
+        // The fixtures have no rmtrain.json: a shared init cannot be verified, which is a warning.
+        assert!(report.warnings.iter().any(|w| w.contains("cannot be verified")), "{:?}", report.warnings);
+        assert_tensors_close(&out.join("avg/model.safetensors"), &fixture(&format!("warm/{file}")), 1e-6);
+        let rm = RewardModel::load(&out.join("avg"), 128, &cpu()).expect("load average");
+        for row in &rows {
+            let r = rm.score_texts(&[row["text"].as_str().expect("text")], &ScoreOptions::default()).expect("score")[0] as f64;
+            let want = row[column].as_f64().expect("reward");
+            assert!((r - want).abs() < 1e-4, "{column}: {r} vs {want}");
+        }
+        let manifest: Value = serde_json::from_str(&std::fs::read_to_string(out.join("avg/rmtrain.json")).expect("manifest")).expect("json");
+        assert_eq!(manifest["members"].as_array().expect("members").len(), 3);
+    }
+}
+
+/// A copy of fixture member `k` in a temp folder, for corrupting one aspect of it.
+fn member_copy(k: usize, name: &str) -> PathBuf {
+    let dir = tmp(name).join("m");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(warm_member(k).join(f), dir.join(f)).expect("copy");
+        let mut perm = std::fs::metadata(dir.join(f)).expect("meta").permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        std::fs::set_permissions(dir.join(f), perm).expect("chmod");
+    }
+    dir
+}
+
+fn rewrite_tensors(dir: &Path, edit: impl Fn(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
+    let bytes = std::fs::read(dir.join("model.safetensors")).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("st");
+    let mut rows: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
+    edit(&mut rows);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = rows
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view")))
+        .collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, &None).expect("ser")).expect("write");
+}
+
+#[test]
+fn averaging_refuses_each_kind_of_mismatch_and_names_it() {
+    let ok = warm_member(0);
+    let refuse = |other: &Path, expect: &str| {
+        let out = tmp("refused").join("avg");
+        let err = rmtrain_merge::average_checkpoints(&[ok.clone(), other.to_path_buf()], &out, &Default::default())
+            .err()
+            .unwrap_or_else(|| panic!("averaging with {} should fail", other.display()))
+            .to_string();
+        assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+        assert!(!out.exists(), "no output folder after a refusal");
+    };
+    // config
+    let d = member_copy(1, "mm-config");
+    let text = std::fs::read_to_string(d.join("config.json")).expect("config").replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 2");
+    std::fs::write(d.join("config.json"), text).expect("write");
+    refuse(&d, "num_attention_heads");
+    // tensor names
+    let d = member_copy(1, "mm-names");
+    rewrite_tensors(&d, |rows| {
+        let r = rows.iter_mut().find(|r| r.0 == "classifier.bias").expect("bias");
+        r.0 = "classifier.renamed".into();
+    });
+    refuse(&d, "tensor classifier.bias is in");
+    // shapes
+    let d = member_copy(1, "mm-shape");
+    rewrite_tensors(&d, |rows| {
+        let r = rows.iter_mut().find(|r| r.0 == "classifier.weight").expect("classifier");
+        r.2 = vec![32, 1];
+    });
+    refuse(&d, "classifier.weight has shape");
+    // dtypes
+    let d = member_copy(1, "mm-dtype");
+    rewrite_tensors(&d, |rows| {
+        let r = rows.iter_mut().find(|r| r.0 == "classifier.bias").expect("bias");
+        r.1 = safetensors::Dtype::I32;
+    });
+    refuse(&d, "classifier.bias has dtype");
+    // tokenizer
+    let d = member_copy(1, "mm-tok");
+    let tok = std::fs::read_to_string(d.join("tokenizer.json")).expect("tok").replacen("[UNK]", "[UNKNOWN]", 1);
+    std::fs::write(d.join("tokenizer.json"), tok).expect("write");
+    refuse(&d, "tokenizer.json differs");
+    // different init weights: a warning, or a refusal under strict
+    let (a, b) = (member_copy(0, "init-a"), member_copy(1, "init-b"));
+    for (dir, sha) in [(&a, "a".repeat(64)), (&b, "b".repeat(64))] {
+        rmtrain_core::Manifest { init_weights_sha256: Some(sha), ..Default::default() }.write(dir).expect("manifest");
+    }
+    let out = tmp("init").join("avg");
+    let report = rmtrain_merge::average_checkpoints(&[a.clone(), b.clone()], &out, &Default::default()).expect("warns only");
+    assert!(report.warnings.iter().any(|w| w.contains("different init weights")), "{:?}", report.warnings);
+    let strict = rmtrain_merge::AverageOptions { strict: true, ..Default::default() };
+    let err = rmtrain_merge::average_checkpoints(&[a, b], &tmp("init-strict").join("avg"), &strict).err().expect("strict refuses").to_string();
+    assert!(err.contains("different init weights") && err.contains("--strict"), "{err}");
+}
+
+#[test]
+fn ensemble_scores_combine_z_normalised_members_by_hand() {
+    // Members with known reward statistics: z = (r − mean) / std, then mean / worst / mean − λ·std.
+    let dir = tmp("ens");
+    let texts = dir.join("t.jsonl");
+    std::fs::write(&texts, "{\"text\": \"Hello world!\"}\n{\"text\": \"ok\"}\n").expect("write");
+    let mut members = Vec::new();
+    for (k, (mean, std)) in [(0.0, 1.0), (0.5, 2.0)].into_iter().enumerate() {
+        let m = member_copy(k, &format!("ens-{k}"));
+        rmtrain_core::Manifest { reward_mean: Some(mean), reward_std: Some(std), ..Default::default() }.write(&m).expect("manifest");
+        members.push((m, mean, std));
+    }
+    let raw: Vec<Vec<f64>> = members
+        .iter()
+        .map(|(m, _, _)| {
+            let rm = RewardModel::load(m, 128, &cpu()).expect("load");
+            rm.score_texts(&["Hello world!", "ok"], &ScoreOptions::default()).expect("score").into_iter().map(f64::from).collect()
+        })
+        .collect();
+    let z: Vec<Vec<f64>> = members.iter().zip(&raw).map(|((_, mean, std), r)| r.iter().map(|x| (x - mean) / std).collect()).collect();
+    for (rule, want) in [
+        ("mean", [(z[0][0] + z[1][0]) / 2.0, (z[0][1] + z[1][1]) / 2.0]),
+        ("worst", [z[0][0].min(z[1][0]), z[0][1].min(z[1][1])]),
+        ("uncertainty:2", [(z[0][0] + z[1][0]) / 2.0 - 2.0 * (z[0][0] - z[1][0]).abs() / 2.0, (z[0][1] + z[1][1]) / 2.0 - 2.0 * (z[0][1] - z[1][1]).abs() / 2.0]),
+    ] {
+        let (m0, m1) = (members[0].0.display().to_string(), members[1].0.display().to_string());
+        let (code, stdout, stderr) = rmtrain(&["score", "--model", &m0, "--model", &m1, "--combine", rule, "--input", &texts.display().to_string()]);
+        assert_eq!(code, 0, "{stderr}");
+        let got: Vec<f64> = stdout.lines().map(|l| serde_json::from_str::<Value>(l).expect("json")["reward"].as_f64().expect("reward")).collect();
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{rule}: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn tiny_warm_recipe_runs_end_to_end() {
+    let _serial = training_lock();
+    let _ = std::fs::remove_dir_all(root().join("runs/tiny-warm"));
+    let (code, stdout, stderr) = rmtrain(&["recipe", "recipes/tiny_warm.toml", "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    for label in ["| WARM |", "| member-0 |", "| ENS-mean |", "| ENS-worst |", "| ENS-uncertainty:1 |", "| mean member |"] {
+        assert!(stdout.contains(label), "report lacks {label}: {stdout}");
+    }
+    let run = root().join("runs/tiny-warm");
+    for f in ["report.md", "report.json", "plots/accuracy.png", "plots/reliability_warm.png", "plots/interpolation.png", "warm/model.safetensors", "lp/model/rmtrain.json"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(run.join("warm/rmtrain.json")).expect("m")).expect("json");
+    let inits: Vec<&Value> = (0..3).map(|k| &manifest["members"][k]["init_weights_sha256"]).collect();
+    assert!(inits.iter().all(|i| *i == inits[0] && i.is_string()), "members share the probed init: {inits:?}");
+    // --member K on a finished run reuses the member and exits without averaging again.
+    let (code, _, stderr) = rmtrain(&["recipe", "recipes/tiny_warm.toml", "--no-progress", "--member", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("member 1 already trained"), "{stderr}");
+}

@@ -112,6 +112,15 @@ impl BertRewardModel {
         self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])
     }
 
+    /// Rewards with the backbone's output detached: gradients reach only the head (pooler +
+    /// classifier), and backward skips the backbone. The linear probe of LP-FT.
+    pub fn forward_frozen_backbone(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
+        let hidden = self.encode_with(ids, mask, &mut rng).detach();
+        let [batch, _, d] = hidden.dims();
+        let pooled = self.pooler.forward(hidden.narrow(1, 0, 1).reshape([batch, d])).tanh();
+        self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])
+    }
+
     /// The pooled [CLS] representation tanh(pooler(h[:, 0])): [batch, d]. Contrastive losses and
     /// the embedding-distance of RBoN-WD use it.
     pub fn pooled(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {

@@ -40,6 +40,12 @@ impl TensorMap {
         Ok(Self { path: path.to_path_buf(), tensors, problems: Vec::new() })
     }
 
+    /// A map over tensors already in memory (`label` names them in errors).
+    pub fn from_rows(label: &Path, rows: Vec<(String, Vec<usize>, Vec<f32>)>) -> Self {
+        let tensors = rows.into_iter().map(|(n, shape, values)| (n, HostTensor { shape, values })).collect();
+        Self { path: label.to_path_buf(), tensors, problems: Vec::new() }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -62,12 +62,24 @@ impl RewardModel {
             config.raw.insert("classifier_dropout".into(), serde_json::json!(p));
         }
         let weights = dir.join("model.safetensors");
-        let mut tensors = TensorMap::read(&weights)?;
+        let tensors = TensorMap::read(&weights)?;
+        let weights_sha256 = rmtrain_core::sha256_file(&weights)?;
+        Self::build(dir, config, tensors, weights_sha256, max_length, device)
+    }
+
+    /// A model from `dir`'s config and tokenizer with weights given in memory (HF names and
+    /// layout), e.g. a point on the line between two checkpoints.
+    pub fn load_from_rows(dir: &Path, rows: Vec<(String, Vec<usize>, Vec<f32>)>, max_length: usize, device: &Device) -> Result<Self, ModelError> {
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let tensors = TensorMap::from_rows(&dir.join("model.safetensors"), rows);
+        Self::build(dir, config, tensors, String::new(), max_length, device)
+    }
+
+    fn build(dir: &Path, config: BertConfig, mut tensors: TensorMap, weights_sha256: String, max_length: usize, device: &Device) -> Result<Self, ModelError> {
         let (net, initialised) = BertRewardModel::load(&config, &mut tensors, device);
         tensors.finish()?;
         let max_length = max_length.min(config.max_position_embeddings);
         let tokenizer = RmTokenizer::from_file(&dir.join("tokenizer.json"), max_length, config.pad_token_id)?;
-        let weights_sha256 = rmtrain_core::sha256_file(&weights)?;
         Ok(Self { config, net, tokenizer, source_dir: dir.to_path_buf(), weights_sha256, initialised })
     }
 

@@ -45,6 +45,8 @@ pub struct TrainConfig {
     pub replicas: usize,
     /// Seeds data order, dropout and any new head's init.
     pub seed: u64,
+    /// Seeds the data order alone when set (WARM varies it apart from the seed).
+    pub data_seed: Option<u64>,
     /// Overrides the config's hidden/attention/classifier dropout (WARM's diversity axis).
     pub dropout: Option<f64>,
     /// Truncation length in tokens, special tokens included.
@@ -92,6 +94,7 @@ impl Default for TrainConfig {
             max_train_pairs: None,
             replicas: 2,
             seed: 0,
+            data_seed: None,
             dropout: None,
             max_length: 128,
             eval_every: 0,

@@ -144,7 +144,7 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
     let bar = progress_bar(req.progress, last_step, step);
     let score_opts = ScoreOptions::default();
     let mut window = Window::default();
-    let mut order = epoch_order(pairs.len(), cfg.seed, step / steps_per_epoch.max(1));
+    let mut order = epoch_order(pairs.len(), cfg.data_seed.unwrap_or(cfg.seed), step / steps_per_epoch.max(1));
     let mut order_epoch = step / steps_per_epoch;
     let micro = cfg.batch_size / cfg.grad_accum;
 
@@ -164,7 +164,7 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
     while step < last_step {
         let epoch = step / steps_per_epoch;
         if epoch != order_epoch {
-            order = epoch_order(pairs.len(), cfg.seed, epoch);
+            order = epoch_order(pairs.len(), cfg.data_seed.unwrap_or(cfg.seed), epoch);
             order_epoch = epoch;
         }
         let pos = (step % steps_per_epoch) as usize;
@@ -192,7 +192,11 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
                             let b = tokenizer.collate(&seqs);
                             let (ids, mask) = b.to_tensors(ad);
                             let mut rng = DropoutRng::new(seed);
-                            let rewards = model.forward_with(ids, mask, Some(&mut rng)); // [2 · pairs]: chosen then rejected
+                            // [2 · pairs]: chosen then rejected
+                            let rewards = match trainable_ids {
+                                Some(_) => model.forward_frozen_backbone(ids, mask, Some(&mut rng)),
+                                None => model.forward_with(ids, mask, Some(&mut rng)),
+                            };
                             let n = part.len();
                             let r_c = rewards.clone().narrow(0, 0, n);
                             let r_r = rewards.narrow(0, n, n);
