@@ -68,8 +68,9 @@ pub struct InterpolateArgs {
     pub max_pairs: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
+    /// Truncation length; default: A's (its rmtrain.json), else 128.
+    #[arg(long)]
+    pub max_length: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -83,10 +84,14 @@ pub struct CurvePoint {
 }
 
 /// Loss and accuracy along the line between two checkpoints.
-pub fn interpolation_curve(a: &Path, b: &Path, ts: &[f64], sets: &[(String, Vec<Pair>)], max_length: usize, device: &burn::tensor::Device) -> Result<Vec<CurvePoint>> {
+pub fn interpolation_curve(a: &Path, b: &Path, ts: &[f64], sets: &[(String, Vec<Pair>)], max_length: Option<usize>, device: &burn::tensor::Device) -> Result<Vec<CurvePoint>> {
+    let max_length = max_length.or_else(|| rmtrain_core::Manifest::read(a).ok().and_then(|m| m.max_length)).unwrap_or(128);
     let mut points = Vec::new();
     for &t in ts {
         let rm = RewardModel::load_from_rows(a, interpolate_tensors(a, b, t)?, max_length, device)?;
+        if !rm.initialised.is_empty() {
+            bail!("{}: not a reward model: {} would be random", a.display(), rm.initialised.join(", "));
+        }
         for (name, pairs) in sets {
             let (rc, rr) = rmtrain_train::score_pairs(&rm, pairs, &ScoreOptions::default())?;
             let d: Vec<f64> = rc.iter().zip(&rr).map(|(c, r)| c - r).collect();
@@ -128,7 +133,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     }
     let ts: Vec<f64> = (0..a.steps).map(|i| a.t_min + (a.t_max - a.t_min) * i as f64 / (a.steps - 1) as f64).collect();
     let points = interpolation_curve(&a.a, &a.b, &ts, &sets, a.max_length, &device)?;
-    std::fs::create_dir_all(&a.out)?;
+    std::fs::create_dir_all(&a.out).map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
     let json = serde_json::json!({"a": a.a, "b": a.b, "points": points, "barrier": barriers(&points)});
     rmtrain_core::write_json_atomic(&a.out.join("interpolation.json"), &json)?;
     plot_curve(&a.out.join("interpolation.png"), "loss and accuracy between two checkpoints", &points)?;

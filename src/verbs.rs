@@ -110,7 +110,13 @@ pub struct TrainArgs {
 /// Builds a TrainConfig from `KEY=VALUE` TOML fragments, strictly (an unknown key is an error).
 pub fn train_config_from_sets(sets: &[String]) -> Result<TrainConfig> {
     let text = sets.join("\n");
-    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("--set: {}", e.message()))?;
+    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+        let fragment = e.span().map(|sp| text[..sp.start.min(text.len())].matches('\n').count()).and_then(|i| sets.get(i));
+        match fragment {
+            Some(f) => anyhow::anyhow!("--set {f}: {}", e.message()),
+            None => anyhow::anyhow!("--set: {}", e.message()),
+        }
+    })?;
     cfg.validate().map_err(|m| anyhow::anyhow!("--set: {m}"))?;
     Ok(cfg)
 }
@@ -166,8 +172,9 @@ pub struct ScoreArgs {
     pub no_normalize: bool,
     #[arg(long)]
     pub input: PathBuf,
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
+    /// Truncation length; default: the one the model was trained with (its rmtrain.json), else 128.
+    #[arg(long)]
+    pub max_length: Option<usize>,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     #[arg(long, default_value = "cpu")]
@@ -231,13 +238,24 @@ pub fn member_stats(dir: &Path) -> Result<(f64, f64)> {
     }
 }
 
+/// Loads a folder for scoring: it must hold a trained head (a bare backbone would score with a
+/// random one). `max_length` None = the model's own (rmtrain.json), else 128.
+pub fn load_reward_model(dir: &Path, max_length: Option<usize>, device: &burn::tensor::Device) -> Result<RewardModel> {
+    let max_length = max_length.or_else(|| rmtrain_core::Manifest::read(dir).ok().and_then(|m| m.max_length)).unwrap_or(128);
+    let rm = RewardModel::load(dir, max_length, device)?;
+    if !rm.initialised.is_empty() {
+        bail!("{}: not a reward model: {} would be random (train it first)", dir.display(), rm.initialised.join(", "));
+    }
+    Ok(rm)
+}
+
 /// Each model's rewards of `texts` (z-normalised with its manifest statistics when `normalize`).
-pub fn score_members(models: &[PathBuf], texts: &[&str], max_length: usize, device: &burn::tensor::Device, opts: &ScoreOptions, normalize: bool) -> Result<Vec<Vec<f64>>> {
+pub fn score_members(models: &[PathBuf], texts: &[&str], max_length: Option<usize>, device: &burn::tensor::Device, opts: &ScoreOptions, normalize: bool) -> Result<Vec<Vec<f64>>> {
     models
         .iter()
         .map(|dir| {
             let stats = if normalize { Some(member_stats(dir)?) } else { None };
-            let rm = RewardModel::load(dir, max_length, device)?;
+            let rm = load_reward_model(dir, max_length, device)?;
             let raw: Vec<f64> = rm.score_texts(texts, opts)?.into_iter().map(f64::from).collect();
             Ok(match stats {
                 Some((mean, std)) => z_normalize(&raw, mean, std),
@@ -269,8 +287,9 @@ pub struct EvalArgs {
     /// Also write the markdown table here.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
+    /// Truncation length; default: the one the model was trained with (its rmtrain.json), else 128.
+    #[arg(long)]
+    pub max_length: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Seed of the bootstrap confidence intervals.
@@ -280,7 +299,7 @@ pub struct EvalArgs {
 
 /// Rewards (chosen, rejected) of every pair of every set, scoring each distinct text once per
 /// model; several models are combined as an ensemble.
-pub fn score_sets(models: &[PathBuf], sets: &[(String, Vec<Pair>)], combine_rule: Combine, normalize: bool, max_length: usize, device: &burn::tensor::Device) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+pub fn score_sets(models: &[PathBuf], sets: &[(String, Vec<Pair>)], combine_rule: Combine, normalize: bool, max_length: Option<usize>, device: &burn::tensor::Device) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut texts: Vec<String> = Vec::new();
     let mut slot = |t: String| {
@@ -322,11 +341,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let rows = metrics_rows(&label, &sets, &scores, a.seed);
     let json = serde_json::to_value(&rows)?;
     let table = markdown_table(&rows);
-    if let Some(p) = &a.json {
-        rmtrain_core::write_json_atomic(p, &json)?;
-    }
-    if let Some(p) = &a.markdown {
-        rmtrain_core::write_atomic(p, table.as_bytes())?;
+    let mut json_bytes = serde_json::to_vec_pretty(&json)?;
+    json_bytes.push(b'\n');
+    // Both files are written only after everything succeeded (each atomically).
+    for (path, bytes) in [(&a.json, json_bytes.as_slice()), (&a.markdown, table.as_bytes())] {
+        if let Some(p) = path {
+            rmtrain_core::write_atomic(p, bytes)?;
+        }
     }
     println!("{}", serde_json::to_string_pretty(&json)?);
     println!("{table}");

@@ -3,14 +3,14 @@
 //! after one shared linear probe of the head (LP-FT), then averaged in weight space and compared
 //! with every member and with prediction ensembles on in-domain and shifted eval sets.
 //!
-//! Run folder: `lp/` (the shared probed init), `members/member-K/`, `warm/` (the average),
+//! Run folder: `shared-init/` (the shared new head, linear-probed), `members/member-K/`, `warm/` (the average),
 //! `report.md`, `report.json`, `plots/`. A member whose `model/` exists is not trained again, so
 //! `--member K` runs can be spread over processes or machines and the recipe then only averages
 //! and evaluates.
 
 use crate::merge_verbs::{barriers, interpolation_curve, plot_curve};
 use crate::recipe::{prepare_vader, Recipe};
-use crate::verbs::{load_evals, score_members};
+use crate::verbs::{load_evals, member_stats, score_members};
 use anyhow::{bail, Context, Result};
 use rmtrain_data::{flip_labels, read_pairs, Pair};
 use rmtrain_eval::PairMetrics;
@@ -37,7 +37,7 @@ pub struct MembersSection {
     #[serde(default)]
     pub dropout: Vec<f64>,
     /// Steps of the shared linear probe (head only, backbone frozen) every member starts from;
-    /// 0 = members start from the backbone with the same seeded new head (still a shared init).
+    /// 0 = no probe: members still share one new head, seeded by train.seed.
     #[serde(default)]
     pub shared_linear_probe_steps: u64,
     /// The probe's learning rate (constant): the head alone tolerates a large one.
@@ -143,6 +143,7 @@ pub fn run_warm(recipe: &Recipe, only_member: Option<usize>, progress: bool) -> 
     {
         bail!("--member {k}: the recipe has members 0..{}", m - 1);
     }
+    validate(recipe)?;
     if let Some(v) = &recipe.data.vader {
         prepare_vader(v)?;
     }
@@ -157,7 +158,7 @@ pub fn run_warm(recipe: &Recipe, only_member: Option<usize>, progress: bool) -> 
     // Label-noise sweep: the whole WARM run per flip fraction, then accuracy against noise.
     let mut all = Vec::new();
     for &k in sweep {
-        let out = recipe.out.join(format!("noise-{:02}", (k * 100.0).round() as u32));
+        let out = recipe.out.join(format!("noise-{:.3}", k));
         eprintln!("warm: noise level {:.0}% of train labels flipped -> {}", k * 100.0, out.display());
         if let Some(r) = run_one(recipe, &out, k, only_member, progress)? {
             write_report(recipe, &out, &r)?;
@@ -166,6 +167,40 @@ pub fn run_warm(recipe: &Recipe, only_member: Option<usize>, progress: bool) -> 
     }
     if !all.is_empty() {
         write_noise_report(recipe, &all)?;
+    }
+    Ok(())
+}
+
+/// Everything the run would otherwise find wrong only after training its members.
+fn validate(recipe: &Recipe) -> Result<()> {
+    let members = recipe.members.as_ref().expect("members present");
+    if recipe.data.eval.is_empty() {
+        bail!("data.eval: a WARM recipe needs at least one eval set (the first is the in-domain one)");
+    }
+    for k in 0..members.seeds.len() {
+        member_config(recipe, k).validate().map_err(|m| anyhow::anyhow!("members (member {k}): {m}"))?;
+    }
+    if !(members.linear_probe_lr > 0.0 && members.linear_probe_lr.is_finite()) {
+        bail!("members.linear_probe_lr must be positive, got {}", members.linear_probe_lr);
+    }
+    let merge = recipe.merge.clone().unwrap_or_default();
+    for e in &merge.ensembles {
+        e.parse::<Combine>().map_err(|m| anyhow::anyhow!("merge.ensembles: {m}"))?;
+    }
+    if let Some(w) = &merge.weights
+        && w.len() != members.seeds.len()
+    {
+        bail!("merge.weights has {} values for {} members", w.len(), members.seeds.len());
+    }
+    if let Some(c) = &merge.interpolate {
+        if c.members.iter().any(|&k| k >= members.seeds.len()) || c.members[0] == c.members[1] {
+            bail!("merge.interpolate.members: {:?} must be two different members of 0..{}", c.members, members.seeds.len() - 1);
+        }
+        if let Some(set) = &c.set
+            && !recipe.data.eval.contains_key(set)
+        {
+            bail!("merge.interpolate.set: no eval set {set:?} in data.eval");
+        }
     }
     Ok(())
 }
@@ -182,6 +217,20 @@ fn member_config(recipe: &Recipe, k: usize) -> TrainConfig {
         cfg.dropout = Some(*p);
     }
     cfg
+}
+
+/// Whether `model` is a finished run of exactly `cfg` on this data from this init (reusable).
+fn finished_run_matches(model: &Path, cfg: &TrainConfig, data_sha: &str, init: &Path) -> Result<bool> {
+    let Ok(m) = rmtrain_core::Manifest::read(model) else { return Ok(false) };
+    if !model.join("model.safetensors").is_file() {
+        return Ok(false);
+    }
+    let init_sha = rmtrain_core::sha256_file(&init.join("model.safetensors")).ok();
+    let same = m.train_config == serde_json::to_value(cfg)? && m.train_data_sha256.as_deref() == Some(data_sha) && m.init_weights_sha256 == init_sha;
+    if !same {
+        eprintln!("warm: {} was trained with other settings, data or init: training it again", model.display());
+    }
+    Ok(same)
 }
 
 /// One WARM run into `out`. Returns None when only one member was asked for.
@@ -216,28 +265,25 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
         trainable,
     };
 
-    // 1. The shared init: one linear probe of the head on the frozen backbone (LP-FT).
-    let init = if members.shared_linear_probe_steps > 0 {
-        let lp_dir = out.join("lp");
-        if !lp_dir.join("model").join("rmtrain.json").is_file() {
-            eprintln!("warm: linear probe, {} steps", members.shared_linear_probe_steps);
-            let cfg = TrainConfig {
-                lr: members.linear_probe_lr,
-                schedule: Schedule::Constant,
-                warmup_ratio: 0.0,
-                warmup_steps: Some(0),
-                max_steps: Some(members.shared_linear_probe_steps),
-                save_every: 0,
-                keep_checkpoints: 1,
-                ..recipe.train.clone()
-            };
-            let _ = std::fs::remove_dir_all(&lp_dir); // an interrupted probe restarts from scratch
-            rmtrain_train::train(base(cfg, recipe.model.backbone.clone(), lp_dir.clone(), Trainable::HeadOnly))?;
-        }
-        lp_dir.join("model")
-    } else {
-        recipe.model.backbone.clone()
+    // 1. The shared init every member starts from: the backbone with one seeded new head,
+    //    linear-probed on the frozen backbone for `shared_linear_probe_steps` (LP-FT; 0 = none).
+    let init_run = out.join("shared-init");
+    let init = init_run.join("model");
+    let probe_cfg = TrainConfig {
+        lr: members.linear_probe_lr,
+        schedule: Schedule::Constant,
+        warmup_ratio: 0.0,
+        warmup_steps: Some(0),
+        max_steps: Some(members.shared_linear_probe_steps),
+        save_every: 0,
+        keep_checkpoints: 1,
+        ..recipe.train.clone()
     };
+    if !finished_run_matches(&init, &probe_cfg, &data_sha, &recipe.model.backbone)? {
+        eprintln!("warm: shared init: new head (seed {}), linear probe {} steps", probe_cfg.seed, members.shared_linear_probe_steps);
+        let _ = std::fs::remove_dir_all(&init_run); // an interrupted probe restarts from scratch
+        rmtrain_train::train(base(probe_cfg, recipe.model.backbone.clone(), init_run.clone(), Trainable::HeadOnly))?;
+    }
     timings.insert("linear_probe".into(), started.elapsed().as_secs_f64().into());
 
     // 2. Members, one after another (or only `only_member`).
@@ -246,12 +292,11 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
         if only_member.is_some_and(|o| o != k) {
             continue;
         }
-        let done = member_dir(k).join("model").join("rmtrain.json").is_file();
-        if done {
+        let cfg = member_config(recipe, k);
+        if finished_run_matches(&member_dir(k).join("model"), &cfg, &data_sha, &init)? {
             eprintln!("warm: member {k} already trained, reusing {}", member_dir(k).join("model").display());
             continue;
         }
-        let cfg = member_config(recipe, k);
         eprintln!("warm: member {k}: seed {}, data seed {:?}, lr {}, dropout {:?}", cfg.seed, cfg.data_seed, cfg.lr, cfg.dropout);
         let t = Instant::now();
         let resume = rmtrain_train::checkpoint::list_checkpoints(&member_dir(k)).pop().is_some();
@@ -289,12 +334,24 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
     let slots: Vec<Vec<(usize, usize)>> = sets.iter().map(|(_, ps)| ps.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect()).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let opts = ScoreOptions::default();
-    let max_len = recipe.train.max_length;
+    let max_len = Some(recipe.train.max_length);
     eprintln!("warm: scoring {} distinct eval texts with {} members, WARM and the shared init", refs.len(), member_models.len());
-    let raw_members = score_members(&member_models, &refs, max_len, &device, &opts, false)?;
-    let z_members = score_members(&member_models, &refs, max_len, &device, &opts, true).ok();
+    let bar = stage_bar(progress, "score", member_models.len() as u64 + 2);
+    let mut raw_members = Vec::new();
+    for m in &member_models {
+        raw_members.push(score_members(std::slice::from_ref(m), &refs, max_len, &device, &opts, false)?.remove(0));
+        bar.inc(1);
+    }
     let warm_scores = score_members(&[warm_dir.clone()], &refs, max_len, &device, &opts, false)?.remove(0);
+    bar.inc(1);
     let init_scores = score_members(&[init.clone()], &refs, max_len, &device, &opts, false)?.remove(0);
+    bar.finish_and_clear();
+    // Ensembles z-normalise each member with the reward statistics in its manifest.
+    let z_members: Vec<Vec<f64>> = member_models
+        .iter()
+        .zip(&raw_members)
+        .map(|(dir, raw)| Ok(rmtrain_merge::z_normalize(raw, member_stats(dir)?.0, member_stats(dir)?.1)))
+        .collect::<Result<_>>()?;
     let metrics_of = |rewards: &[f64]| -> Vec<PairMetrics> {
         sets.iter()
             .zip(&slots)
@@ -307,12 +364,12 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
             .collect()
     };
     let mut models: Vec<(String, Vec<PairMetrics>)> = Vec::new();
-    models.push((if members.shared_linear_probe_steps > 0 { "shared init (LP)".into() } else { "shared init".into() }, metrics_of(&init_scores)));
+    models.push((if members.shared_linear_probe_steps > 0 { "shared init (LP)".into() } else { "shared init (new head)".into() }, metrics_of(&init_scores)));
     for (k, r) in raw_members.iter().enumerate() {
         models.push((format!("member-{k}"), metrics_of(r)));
     }
     models.push(("WARM".into(), metrics_of(&warm_scores)));
-    let z = z_members.context("ensembles need every member's reward statistics in rmtrain.json")?;
+    let z = z_members;
     for e in &merge.ensembles {
         let rule: Combine = e.parse().map_err(|m: String| anyhow::anyhow!("merge.ensembles: {m}"))?;
         models.push((format!("ENS-{rule}"), metrics_of(&combine(&z, rule))));
@@ -321,7 +378,7 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
 
     // 5. Mode connectivity between two members, and the plots.
     let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).with_context(|| plots.display().to_string())?;
+    std::fs::create_dir_all(&plots).with_context(|| format!("{}: cannot create", plots.display()))?;
     if let Some(c) = &merge.interpolate {
         let t = Instant::now();
         let [a, b] = c.members;
@@ -344,6 +401,7 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
         rmtrain_core::write_json_atomic(&out.join("interpolation.json"), &serde_json::json!({"members": [a, b], "points": curve, "barrier": barriers(&curve)}))?;
         timings.insert("interpolation".into(), t.elapsed().as_secs_f64().into());
     }
+    timings.insert("total".into(), started.elapsed().as_secs_f64().into());
     let results = WarmResults {
         sets: sets.iter().map(|(n, _)| n.clone()).collect(),
         models,
@@ -354,8 +412,17 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
     let (rc, rr): (Vec<f64>, Vec<f64>) = slots[0].iter().map(|&(c, r)| (warm_scores[c], warm_scores[r])).unzip();
     let d: Vec<f64> = rc.iter().zip(&rr).map(|(c, r)| c - r).collect();
     rmtrain_eval::reliability_diagram(&plots.join("reliability_warm.png"), &format!("WARM on {}", results.sets[0]), &rmtrain_eval::ece_p(&d).bins)?;
-    let _ = started;
     Ok(Some(results))
+}
+
+fn stage_bar(show: bool, stage: &str, total: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} models").expect("a valid progress template"));
+    bar.set_prefix(stage.to_string());
+    bar
 }
 
 fn cell(m: &PairMetrics) -> String {
@@ -378,7 +445,7 @@ fn write_report(recipe: &Recipe, out: &Path, r: &WarmResults) -> Result<()> {
     for (label, ms) in &r.models {
         md.push_str(&format!("| {label} | {} |\n", ms.iter().map(cell).collect::<Vec<_>>().join(" | ")));
     }
-    md.push_str("\n## ECE / Spearman(reward gap, gold margin)\n\n");
+    md.push_str("\n## ECE / Spearman(reward gap, gold margin)\n\nEnsembles combine z-normalised member rewards, so their ECE is on that scale, not comparable one to one with the members'.\n\n");
     md.push_str(&format!("| model | {} |\n|---|{}\n", r.sets.join(" | "), "---|".repeat(r.sets.len())));
     for (label, ms) in &r.models {
         let cells: Vec<String> = ms
@@ -433,7 +500,7 @@ fn write_noise_report(recipe: &Recipe, all: &[(f64, WarmResults)]) -> Result<()>
             .collect();
         md.push_str(&format!("| {:.0}% | {:.3} | {:.3} | {:.3} | {} |\n", k * 100.0, avg(&best), avg(&mean), warm, ens.join(", ")));
     }
-    std::fs::create_dir_all(recipe.out.join("plots"))?;
+    std::fs::create_dir_all(recipe.out.join("plots")).with_context(|| format!("{}: cannot create", recipe.out.join("plots").display()))?;
     rmtrain_eval::line_chart(&recipe.out.join("plots/accuracy_vs_noise.png"), "accuracy vs flipped labels", "flipped train labels (%)", "mean accuracy", &lines)?;
     rmtrain_core::write_atomic(&recipe.out.join("report.md"), md.as_bytes())?;
     println!("{md}");

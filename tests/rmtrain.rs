@@ -257,13 +257,19 @@ fn checkpoint_has_the_fixture_tensor_names_and_shapes_and_round_trips_rewards() 
 #[test]
 fn resume_after_a_stop_ends_with_the_same_weights_bitwise() {
     let _serial = training_lock();
-    let cfg = TrainConfig { grad_accum: 2, dropout: Some(0.1), ..tiny_config() };
+    // Checkpoints every 2 steps, only the newest kept: the checkpoint a run resumes from is pruned
+    // while it goes on (its tokenizer must still reach later checkpoints).
+    let cfg = TrainConfig { grad_accum: 2, dropout: Some(0.1), save_every: 2, keep_checkpoints: 1, ..tiny_config() };
     let full = tmp("resume-full");
     let whole = rmtrain_train::train(request(&full, cfg.clone(), false)).expect("uninterrupted");
     let part = tmp("resume-part");
     let stopped = TrainConfig { max_steps: Some(5), ..cfg.clone() };
     rmtrain_train::train(request(&part, stopped, false)).expect("first half");
+    let other = TrainConfig { lr: 5e-3, ..cfg.clone() };
+    let refused = rmtrain_train::train(request(&part, other, true)).err().expect("other settings must be refused").to_string();
+    assert!(refused.contains("training settings"), "{refused}");
     let resumed = rmtrain_train::train(request(&part, cfg, true)).expect("resumed");
+    RewardModel::load(&resumed.model_dir, 128, &cpu()).expect("the resumed run's model loads, tokenizer included");
     assert_eq!(resumed.steps, whole.steps);
     let differ = differing_tensors(&whole.model_dir.join("model.safetensors"), &resumed.model_dir.join("model.safetensors"));
     assert!(differ.is_empty(), "resumed run differs in {differ:?}");
@@ -511,7 +517,7 @@ fn tiny_warm_recipe_runs_end_to_end() {
         assert!(stdout.contains(label), "report lacks {label}: {stdout}");
     }
     let run = root().join("runs/tiny-warm");
-    for f in ["report.md", "report.json", "plots/accuracy.png", "plots/reliability_warm.png", "plots/interpolation.png", "warm/model.safetensors", "lp/model/rmtrain.json"] {
+    for f in ["report.md", "report.json", "plots/accuracy.png", "plots/reliability_warm.png", "plots/interpolation.png", "warm/model.safetensors", "shared-init/model/rmtrain.json"] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(run.join("warm/rmtrain.json")).expect("m")).expect("json");

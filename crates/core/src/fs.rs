@@ -96,6 +96,11 @@ pub fn sha256_file(path: &Path) -> Result<String, CoreError> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// Hex sha256 of bytes in memory.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// Hex sha256 over several files in the given order (each file's bytes, then a 0 byte).
 pub fn sha256_files(paths: &[&Path]) -> Result<String, CoreError> {
     let mut hasher = Sha256::new();

@@ -5,7 +5,7 @@ pub mod fs;
 pub mod manifest;
 pub mod metrics;
 
-pub use fs::{sha256_file, sha256_files, write_atomic, write_json_atomic, AtomicDir};
+pub use fs::{sha256_bytes, sha256_file, sha256_files, write_atomic, write_json_atomic, AtomicDir};
 pub use manifest::Manifest;
 pub use metrics::MetricsLog;
 

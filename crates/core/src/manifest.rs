@@ -28,6 +28,10 @@ pub struct Manifest {
     pub reward_mean: Option<f64>,
     pub reward_std: Option<f64>,
     pub final_metrics: serde_json::Value,
+    /// Truncation length the model was trained (and its reward statistics computed) with.
+    pub max_length: Option<usize>,
+    /// The resolved training settings, to tell whether a finished run matches a recipe.
+    pub train_config: serde_json::Value,
     /// For averaged checkpoints: member folders and their weights.
     pub members: Vec<serde_json::Value>,
 }

@@ -53,6 +53,10 @@ fn read_json(path: &Path) -> Result<serde_json::Value, MergeError> {
     serde_json::from_str(&text).map_err(|e| MergeError::file(path, format!("invalid JSON: {e}")))
 }
 
+fn is_float(dtype: &str) -> bool {
+    matches!(dtype, "F32" | "F64" | "F16" | "BF16")
+}
+
 fn normalised_weights(n: usize, weights: &Option<Vec<f64>>) -> Result<Vec<f64>, MergeError> {
     match weights {
         None => Ok(vec![1.0 / n as f64; n]),
@@ -88,8 +92,20 @@ fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, V
     };
     let first = &dirs[0];
     let base_config = config_of(first)?;
-    let tokenizer_sha = |d: &Path| rmtrain_core::sha256_file(&d.join("tokenizer.json")).map_err(MergeError::from);
+    // Every tokenizer file the first folder has must be byte-identical in the others.
+    let tokenizer_sha = |d: &Path| -> Result<Vec<(&str, Option<String>)>, MergeError> {
+        TOKENIZER_FILES
+            .iter()
+            .map(|f| {
+                let p = d.join(f);
+                Ok((*f, if p.is_file() { Some(rmtrain_core::sha256_file(&p)?) } else { None }))
+            })
+            .collect()
+    };
     let base_tok = tokenizer_sha(first)?;
+    if base_tok[0].1.is_none() {
+        return Err(MergeError::file(first.join("tokenizer.json"), "missing"));
+    }
     let mut files = vec![StreamedFile::open(&first.join("model.safetensors"))?];
     for d in &dirs[1..] {
         let config = config_of(d)?;
@@ -105,12 +121,10 @@ fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, V
                 )));
             }
         }
-        if tokenizer_sha(d)? != base_tok {
-            return Err(MergeError::Mismatch(format!(
-                "tokenizer.json differs between {} and {}",
-                first.display(),
-                d.display()
-            )));
+        for ((file, a), (_, b)) in base_tok.iter().zip(tokenizer_sha(d)?) {
+            if a.is_some() && *a != b {
+                return Err(MergeError::Mismatch(format!("{file} differs between {} and {}", first.display(), d.display())));
+            }
         }
         let f = StreamedFile::open(&d.join("model.safetensors"))?;
         let a: BTreeSet<&String> = files[0].tensors.keys().collect();
@@ -191,6 +205,18 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
     w.write_all(&(header_bytes.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(&header_bytes).map_err(io)?;
     for (name, info) in &order {
+        if !is_float(&info.dtype) {
+            // Integer buffers (e.g. HF's `embeddings.position_ids`) are not weights: copied when
+            // every member has the same bytes, refused otherwise.
+            let bytes = files[0].read_raw(name)?;
+            for f in files.iter_mut().skip(1) {
+                if f.read_raw(name)? != bytes {
+                    return Err(MergeError::Mismatch(format!("integer tensor {name} ({}) differs between members", info.dtype)));
+                }
+            }
+            w.write_all(&bytes).map_err(io)?;
+            continue;
+        }
         let mut acc: Vec<f64> = Vec::new();
         for (f, wt) in files.iter_mut().zip(&weights) {
             let v = f.read_f64(name)?;
@@ -251,7 +277,9 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
 /// memory, as `(name, shape, values)` rows: the points of a mode-connectivity curve.
 pub fn interpolate_tensors(a: &Path, b: &Path, t: f64) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, MergeError> {
     let (mut files, _) = check_members(&[a.to_path_buf(), b.to_path_buf()], false)?;
-    let names: Vec<(String, Vec<usize>)> = files[0].tensors.iter().map(|(n, i)| (n.clone(), i.shape.clone())).collect();
+    // Float tensors only: integer buffers (position ids) are not parameters of the model.
+    let names: Vec<(String, Vec<usize>)> =
+        files[0].tensors.iter().filter(|(_, i)| is_float(&i.dtype)).map(|(n, i)| (n.clone(), i.shape.clone())).collect();
     let mut out = Vec::with_capacity(names.len());
     for (name, shape) in names {
         let x = files[0].read_f64(&name)?;

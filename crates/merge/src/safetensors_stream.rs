@@ -68,13 +68,20 @@ impl StreamedFile {
         Ok(Self { path: path.to_path_buf(), file, data_start: 8 + n, tensors, metadata })
     }
 
-    /// The tensor's values as f64 (F32, F16, BF16, F64).
-    pub fn read_f64(&mut self, name: &str) -> Result<Vec<f64>, MergeError> {
+    /// The tensor's bytes as stored.
+    pub fn read_raw(&mut self, name: &str) -> Result<Vec<u8>, MergeError> {
         let info = self.tensors.get(name).ok_or_else(|| MergeError::file(&self.path, format!("no tensor {name}")))?.clone();
         let mut bytes = vec![0u8; (info.end - info.start) as usize];
         self.file.seek(SeekFrom::Start(self.data_start + info.start)).map_err(|e| MergeError::file(&self.path, e))?;
         self.file.read_exact(&mut bytes).map_err(|e| MergeError::file(&self.path, e))?;
-        decode(&info.dtype, &bytes).ok_or_else(|| MergeError::file(&self.path, format!("tensor {name}: dtype {} cannot be averaged", info.dtype)))
+        Ok(bytes)
+    }
+
+    /// The tensor's values as f64 (F32, F16, BF16, F64).
+    pub fn read_f64(&mut self, name: &str) -> Result<Vec<f64>, MergeError> {
+        let dtype = self.tensors.get(name).ok_or_else(|| MergeError::file(&self.path, format!("no tensor {name}")))?.dtype.clone();
+        let bytes = self.read_raw(name)?;
+        decode(&dtype, &bytes).ok_or_else(|| MergeError::file(&self.path, format!("tensor {name}: dtype {dtype} cannot be averaged")))
     }
 }
 

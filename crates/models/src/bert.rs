@@ -112,10 +112,12 @@ impl BertRewardModel {
         self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])
     }
 
-    /// Rewards with the backbone's output detached: gradients reach only the head (pooler +
-    /// classifier), and backward skips the backbone. The linear probe of LP-FT.
+    /// Rewards with the backbone run on the inner (non-autodiff) backend: gradients reach only
+    /// the head (pooler + classifier), and no graph is recorded for the backbone. The linear
+    /// probe of LP-FT. `ids`/`mask` live on the autodiff device like the head.
     pub fn forward_frozen_backbone(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
-        let hidden = self.encode_with(ids, mask, &mut rng).detach();
+        let backbone = self.valid(); // same weights, inner device, no gradient tracking
+        let hidden = Tensor::<3>::from_inner(backbone.encode_with(ids.inner(), mask.inner(), &mut rng));
         let [batch, _, d] = hidden.dims();
         let pooled = self.pooler.forward(hidden.narrow(1, 0, 1).reshape([batch, d])).tanh();
         self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])

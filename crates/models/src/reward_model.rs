@@ -129,6 +129,9 @@ impl RewardModel {
 pub fn save_hf(dir: &Path, config: &BertConfig, net: &BertRewardModel, source_dir: &Path) -> Result<(), ModelError> {
     write_safetensors(&dir.join("model.safetensors"), &net.hf_tensors())?;
     rmtrain_core::write_json_atomic(&dir.join("config.json"), &config.to_checkpoint_json())?;
+    if !source_dir.join("tokenizer.json").is_file() {
+        return Err(ModelError::file(source_dir.join("tokenizer.json"), "missing: a checkpoint needs its tokenizer"));
+    }
     for name in TOKENIZER_FILES {
         let src = source_dir.join(name);
         if src.is_file() {

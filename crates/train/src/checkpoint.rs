@@ -22,6 +22,8 @@ pub struct TrainerState {
     pub train_data_sha256: Option<String>,
     /// sha256 of the weights the run started from (not of this checkpoint).
     pub init_weights_sha256: String,
+    /// sha256 of the training settings a resume must share (see `trainer::resume_fingerprint`).
+    pub config_sha256: String,
 }
 
 pub fn checkpoints_dir(run: &Path) -> PathBuf {

@@ -131,6 +131,9 @@ impl TrainConfig {
         {
             return Err(format!("train.loss.label_smoothing must be in [0, 0.5), got {e}"));
         }
+        if self.loss.label_smoothing.is_some_and(|e| e > 0.0) && self.loss.use_margin {
+            return Err("train.loss.label_smoothing and train.loss.use_margin cannot be combined (pick one)".into());
+        }
         if self.epochs == 0 {
             return Err("train.epochs must be at least 1".into());
         }

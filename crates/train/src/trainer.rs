@@ -62,6 +62,19 @@ pub struct TrainOutcome {
     pub wall_seconds: f64,
 }
 
+/// sha256 of the settings a resumed run must share with the run it continues: the resolved config
+/// less what only says when to stop, evaluate, save or log.
+fn resume_fingerprint(cfg: &TrainConfig, trainable: Trainable) -> String {
+    let mut v = serde_json::to_value(cfg).expect("the config serializes");
+    if let Some(m) = v.as_object_mut() {
+        for k in ["max_steps", "eval_every", "eval_max_pairs", "save_every", "keep_checkpoints", "log_every"] {
+            m.remove(k);
+        }
+        m.insert("trainable".into(), format!("{trainable:?}").into());
+    }
+    rmtrain_core::sha256_bytes(v.to_string().as_bytes())
+}
+
 /// Mixes a seed with counters into a new seed (splitmix64 finaliser).
 pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
     let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -88,14 +101,28 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
     if req.resume && resume_from.is_none() {
         return Err(TrainError::Config(format!("--resume: no checkpoint under {}", checkpoint::checkpoints_dir(&req.out).display())));
     }
+    if !req.resume {
+        // A fresh run into a used folder starts clean: old checkpoints would otherwise be pruned
+        // against (or resumed in place of) this run's, and metrics.jsonl would mix two runs.
+        let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(&req.out));
+        let _ = std::fs::remove_file(req.out.join("metrics.jsonl"));
+    }
     let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
+    let config_sha = resume_fingerprint(cfg, req.trainable);
     let (load_dir, state) = match &resume_from {
         Some((_, dir)) => {
             let state = checkpoint::read_state(dir)?;
-            if state.seed != cfg.seed || state.train_data_sha256 != req.train_data_sha256 || state.init_weights_sha256 != init_sha {
+            let differs = [
+                ("seed", state.seed != cfg.seed),
+                ("train data", state.train_data_sha256 != req.train_data_sha256),
+                ("init weights", state.init_weights_sha256 != init_sha),
+                ("training settings", state.config_sha256 != config_sha),
+            ];
+            let what: Vec<&str> = differs.iter().filter(|(_, d)| *d).map(|(w, _)| *w).collect();
+            if !what.is_empty() {
                 return Err(TrainError::State {
                     path: dir.join(STATE_DIR).join(TRAINER_STATE_FILE),
-                    message: "--resume: seed, train data or init weights differ from the run being resumed".into(),
+                    message: format!("--resume: {} differ from the run being resumed", what.join(", ")),
                 });
             }
             (dir.clone(), Some(state))
@@ -103,7 +130,10 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
         None => (req.init.clone(), None),
     };
     let rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;
-    let RewardModel { config: bert_config, net, tokenizer, source_dir, initialised, .. } = rm;
+    let RewardModel { config: bert_config, net, tokenizer, initialised, .. } = rm;
+    // Tokenizer files are always copied from the init folder: a resumed run's checkpoint folder
+    // may be pruned while the run goes on.
+    let source_dir = req.init.clone();
     let mut net = net;
 
     let pairs: &[Pair] = match cfg.max_train_pairs {
@@ -158,6 +188,8 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
         init_weights_sha256: Some(init_sha.clone()),
         pooling: "bert_pooler_cls".into(),
         final_metrics,
+        max_length: Some(cfg.max_length),
+        train_config: serde_json::to_value(cfg).expect("the config serializes"),
         ..Default::default()
     };
 
@@ -267,6 +299,7 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
                 seed: cfg.seed,
                 train_data_sha256: req.train_data_sha256.clone(),
                 init_weights_sha256: init_sha.clone(),
+                config_sha256: config_sha.clone(),
             };
             rmtrain_core::write_json_atomic(&dir.path().join(STATE_DIR).join(TRAINER_STATE_FILE), &state)?;
             dir.commit()?;
