@@ -1,7 +1,9 @@
 //! `rmtrain bench train|score`: throughput on synthetic ids with a full mask, the protocol of
 //! ../shared/bench/rm_step_bench.py: warm-up steps, then the median of timed steps. A train step
 //! is forward of chosen+rejected together, Bradley–Terry loss, backward, global clip 1.0 and an
-//! AdamW step; a score step is the forward of the same 2·B sequences.
+//! AdamW step, with the batch shared by `--replicas` threads as training does; a score step is
+//! the forward of the same 2·B sequences. The train breakdown (forward, backward, clip, step) is
+//! of the whole step: forward = slowest replica's forward, backward = until all gradients are in.
 
 use crate::device::parse_device;
 use anyhow::Result;
@@ -39,6 +41,9 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Replicas (threads) sharing each step, as `train.replicas` / scoring threads do.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -57,13 +62,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut times = Vec::new();
     // Train only: seconds in forward, backward, global-norm clip and optimizer step.
     let mut parts: Vec<[f64; 4]> = Vec::new();
+    // Pairs of each replica: a contiguous share of the batch (chosen rows i, rejected rows B + i).
+    let replicas = a.replicas.clamp(1, a.batch);
+    let shares: Vec<(usize, usize)> = (0..replicas).map(|k| (k * a.batch / replicas, (k + 1) * a.batch / replicas)).collect();
+    let rows = |t: &Tensor<2, Int>, m: &Tensor<2, Bool>, (lo, hi): (usize, usize)| {
+        let pick = |x: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(x.clone(), [x.len()]), &device);
+        let idx = pick((lo..hi).chain(a.batch + lo..a.batch + hi).map(|i| i as i64).collect());
+        (t.clone().select(0, idx.clone()), m.clone().select(0, idx))
+    };
     match a.kind {
         BenchKind::Score => {
             let net = rm.net.valid();
             for i in 0..a.warmup + a.steps {
                 let t = Instant::now();
-                let r = net.forward(ids.clone(), mask.clone());
-                let _ = r.into_data(); // forces the computation
+                rmtrain_train::trainer::run_replicas(&net, replicas, |k, model| {
+                    let (ids, mask) = rows(&ids, &mask, shares[k]);
+                    model.forward(ids, mask).into_data() // forces the computation
+                });
                 if i >= a.warmup {
                     times.push(t.elapsed().as_secs_f64());
                 }
@@ -74,15 +89,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let mut optim = AdamWConfig::new().with_weight_decay(0.01).with_epsilon(1e-8).init();
             for i in 0..a.warmup + a.steps {
                 let t = Instant::now();
-                let rewards = net.forward(ids.clone(), mask.clone());
-                let loss = rmtrain_train::losses::bradley_terry(
-                    rewards.clone().narrow(0, 0, a.batch),
-                    rewards.narrow(0, a.batch, a.batch),
-                    None,
-                );
-                let _ = loss.clone().into_scalar::<f32>(); // forces the forward
-                let t_forward = t.elapsed().as_secs_f64();
-                let mut grads = GradientsParams::from_grads(loss.backward(), &net);
+                let results = rmtrain_train::trainer::run_replicas(&net, replicas, |k, model| {
+                    let (lo, hi) = shares[k];
+                    let (ids, mask) = rows(&ids, &mask, (lo, hi));
+                    let rewards = model.forward_with(ids, mask, Some(&mut rmtrain_models::DropoutRng::new(i as u64)));
+                    let n = hi - lo;
+                    let loss = rmtrain_train::losses::bradley_terry(rewards.clone().narrow(0, 0, n), rewards.narrow(0, n, n), None)
+                        .mul_scalar(n as f64 / a.batch as f64);
+                    let forward_s = { let _ = loss.clone().into_scalar::<f32>(); t.elapsed().as_secs_f64() };
+                    (GradientsParams::from_grads(loss.backward(), &model), forward_s)
+                });
+                let t_forward = results.iter().map(|r| r.1).fold(0.0, f64::max);
+                let mut acc = burn::optim::GradientsAccumulator::new();
+                for (g, _) in results {
+                    acc.accumulate(&net, g);
+                }
+                let mut grads = acc.grads();
                 let t_backward = t.elapsed().as_secs_f64();
                 rmtrain_train::trainer::clip_global_norm(&net, &mut grads, Some(1.0));
                 let t_clip = t.elapsed().as_secs_f64();
@@ -113,7 +135,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "{}",
         serde_json::json!({
             "bench": kind, "model": a.model, "device": a.device, "batch_pairs": a.batch, "seq": a.seq,
-            "warmup": a.warmup, "steps": a.steps, "median_step_s": median,
+            "warmup": a.warmup, "steps": a.steps, "replicas": replicas, "median_step_s": median,
             "pairs_per_s": pairs_per_s, "tokens_per_s": pairs_per_s * 2.0 * a.seq as f64,
             "median_forward_backward_clip_step_s": if parts.is_empty() { serde_json::Value::Null } else { serde_json::json!(breakdown) },
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

@@ -209,42 +209,32 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
             // The micro-batch's pairs are split over replicas that run forward + backward at once,
             // one thread each; their gradients are summed in replica order (deterministic).
             let parts: Vec<&[usize]> = split_even(chunk, cfg.replicas.max(1));
-            let results = std::thread::scope(|scope| {
-                let handles: Vec<_> = parts
-                    .iter()
-                    .enumerate()
-                    .map(|(k, part)| {
-                        let model = if k == 0 { net.clone() } else { detached_replica(&net) };
-                        let seed = mix_seed(cfg.seed, step + 1, (m * cfg.replicas.max(1) + k) as u64);
-                        let (encoded, tokenizer, ad, trainable_ids) = (&encoded, &tokenizer, &ad, &trainable_ids);
-                        let batch_len = batch.len();
-                        scope.spawn(move || {
-                            let seqs: Vec<&[u32]> =
-                                part.iter().map(|&i| encoded[i].0.as_slice()).chain(part.iter().map(|&i| encoded[i].1.as_slice())).collect();
-                            let b = tokenizer.collate(&seqs);
-                            let (ids, mask) = b.to_tensors(ad);
-                            let mut rng = DropoutRng::new(seed);
-                            // [2 · pairs]: chosen then rejected
-                            let rewards = match trainable_ids {
-                                Some(_) => model.forward_frozen_backbone(ids, mask, Some(&mut rng)),
-                                None => model.forward_with(ids, mask, Some(&mut rng)),
-                            };
-                            let n = part.len();
-                            let r_c = rewards.clone().narrow(0, 0, n);
-                            let r_r = rewards.narrow(0, n, n);
-                            let loss = pair_loss(cfg, r_c.clone(), r_r.clone(), part, pairs, ad);
-                            // Parts are weighted by their share of the batch (the last may be short).
-                            let mut grads = loss.clone().mul_scalar(n as f64 / batch_len as f64).backward();
-                            let grads = match trainable_ids {
-                                Some(ids) => GradientsParams::from_params(&mut grads, &model, ids),
-                                None => GradientsParams::from_grads(grads, &model),
-                            };
-                            let loss = loss.into_scalar::<f32>() as f64;
-                            (grads, loss * n as f64, to_vec(r_c), to_vec(r_r), b.num_tokens())
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().expect("a replica thread panicked")).collect::<Vec<_>>()
+            let batch_len = batch.len();
+            let results = run_replicas(&net, parts.len(), |k, model| {
+                let part = parts[k];
+                let seed = mix_seed(cfg.seed, step + 1, (m * cfg.replicas.max(1) + k) as u64);
+                let seqs: Vec<&[u32]> =
+                    part.iter().map(|&i| encoded[i].0.as_slice()).chain(part.iter().map(|&i| encoded[i].1.as_slice())).collect();
+                let b = tokenizer.collate(&seqs);
+                let (ids, mask) = b.to_tensors(&ad);
+                let mut rng = DropoutRng::new(seed);
+                // [2 · pairs]: chosen then rejected
+                let rewards = match &trainable_ids {
+                    Some(_) => model.forward_frozen_backbone(ids, mask, Some(&mut rng)),
+                    None => model.forward_with(ids, mask, Some(&mut rng)),
+                };
+                let n = part.len();
+                let r_c = rewards.clone().narrow(0, 0, n);
+                let r_r = rewards.narrow(0, n, n);
+                let loss = pair_loss(cfg, r_c.clone(), r_r.clone(), part, pairs, &ad);
+                // Parts are weighted by their share of the batch (the last may be short).
+                let mut grads = loss.clone().mul_scalar(n as f64 / batch_len as f64).backward();
+                let grads = match &trainable_ids {
+                    Some(ids) => GradientsParams::from_params(&mut grads, &model, ids),
+                    None => GradientsParams::from_grads(grads, &model),
+                };
+                let loss = loss.into_scalar::<f32>() as f64;
+                (grads, loss * n as f64, to_vec(r_c), to_vec(r_r), b.num_tokens())
             });
             for (grads, loss_times_n, r_c, r_r, n_tokens) in results {
                 accumulator.accumulate(&net, grads);
@@ -363,6 +353,21 @@ fn split_even(items: &[usize], parts: usize) -> Vec<&[usize]> {
         start += len;
     }
     out
+}
+
+/// Runs `work(k, model_k)` for k in 0..n in parallel threads and returns the results in k order;
+/// model 0 is `net` itself, the others [`detached_replica`]s (independent autodiff graphs).
+pub fn run_replicas<T: Send>(net: &BertRewardModel, n: usize, work: impl Fn(usize, BertRewardModel) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|k| {
+                let model = if k == 0 { net.clone() } else { detached_replica(net) };
+                let work = &work;
+                scope.spawn(move || work(k, model))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a replica thread panicked")).collect()
+    })
 }
 
 /// A copy of `net` whose parameters are new autodiff leaves (same values, same `ParamId`s). Two
