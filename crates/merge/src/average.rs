@@ -2,9 +2,8 @@
 //! (Ramé et al. 2024, "WARM: On the Benefits of Weight Averaged Reward Models", arXiv 2401.12187;
 //! mergekit's `linear` method is the same arithmetic). θ_WARM = Σ_i w_i θ_i with Σ w_i = 1.
 //!
-//! Streams tensor by tensor: for each tensor the members' bytes are read with a seek, summed in
-//! f64 and written out, so memory holds about one tensor (plus its f64 accumulator), never N
-//! models. Refuses folders that differ in config, tensor names, shapes, dtypes or tokenizer; warns
+//! Streams slice by slice: for each tensor, slices of 1 Mi elements are read from every member with
+//! a seek, summed in f64 and written out, so memory holds a few MB, never a tensor or N models. Refuses folders that differ in config, tensor names, shapes, dtypes or tokenizer; warns
 //! (refuses under `strict`) when manifests show different init weights, since averaging only
 //! works along the linear mode connectivity a shared pre-training + init gives.
 
@@ -26,6 +25,9 @@ const CONFIG_KEYS_ALLOWED_TO_DIFFER: [&str; 7] = [
     "dtype",
     "torch_dtype",
 ];
+
+/// Elements averaged at a time (1 Mi: 8 MiB of f64 accumulator).
+const SLICE: usize = 1 << 20;
 
 /// Files copied from the first member (they must be identical across members).
 const TOKENIZER_FILES: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
@@ -217,18 +219,21 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
             w.write_all(&bytes).map_err(io)?;
             continue;
         }
-        let mut acc: Vec<f64> = Vec::new();
-        for (f, wt) in files.iter_mut().zip(&weights) {
-            let v = f.read_f64(name)?;
-            if acc.is_empty() {
-                acc = v.iter().map(|x| x * wt).collect();
-            } else {
+        // In slices of SLICE elements: memory holds one slice per member, not one tensor.
+        let total: usize = info.shape.iter().product();
+        let mut from = 0;
+        while from < total {
+            let count = SLICE.min(total - from);
+            let mut acc = vec![0f64; count];
+            for (f, wt) in files.iter_mut().zip(&weights) {
+                let v = f.read_f64_range(name, from, count)?;
                 acc.iter_mut().zip(&v).for_each(|(a, x)| *a += x * wt);
             }
+            let bytes = encode(&info.dtype, &acc)
+                .ok_or_else(|| MergeError::file(&files[0].path, format!("tensor {name}: dtype {} cannot be averaged", info.dtype)))?;
+            w.write_all(&bytes).map_err(io)?;
+            from += count;
         }
-        let bytes = encode(&info.dtype, &acc)
-            .ok_or_else(|| MergeError::file(&files[0].path, format!("tensor {name}: dtype {} cannot be averaged", info.dtype)))?;
-        w.write_all(&bytes).map_err(io)?;
     }
     w.into_inner().map_err(|e| MergeError::file(&path, e.error().to_string()))?.sync_all().map_err(io)?;
 

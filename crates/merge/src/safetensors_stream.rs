@@ -77,6 +77,19 @@ impl StreamedFile {
         Ok(bytes)
     }
 
+    /// Elements `[from, from + count)` of a float tensor as f64: averaging reads tensors in
+    /// slices so memory stays at a few MB whatever the tensor's size.
+    pub fn read_f64_range(&mut self, name: &str, from: usize, count: usize) -> Result<Vec<f64>, MergeError> {
+        let info = self.tensors.get(name).ok_or_else(|| MergeError::file(&self.path, format!("no tensor {name}")))?.clone();
+        let size = dtype_size(&info.dtype).expect("validated when the header was read");
+        let mut bytes = vec![0u8; count * size];
+        self.file
+            .seek(SeekFrom::Start(self.data_start + info.start + (from * size) as u64))
+            .map_err(|e| MergeError::file(&self.path, e))?;
+        self.file.read_exact(&mut bytes).map_err(|e| MergeError::file(&self.path, e))?;
+        decode(&info.dtype, &bytes).ok_or_else(|| MergeError::file(&self.path, format!("tensor {name}: dtype {} cannot be averaged", info.dtype)))
+    }
+
     /// The tensor's values as f64 (F32, F16, BF16, F64).
     pub fn read_f64(&mut self, name: &str) -> Result<Vec<f64>, MergeError> {
         let dtype = self.tensors.get(name).ok_or_else(|| MergeError::file(&self.path, format!("no tensor {name}")))?.dtype.clone();
