@@ -76,7 +76,7 @@ pub struct DataSection {
     pub eval: toml::Table,
     /// When present, VADER pairs are built first (skipped when `out` already holds them with the
     /// same options).
-    pub vader: Option<VaderSection>,
+    pub vader: Option<VaderOptions>,
     /// Label-noise harness: flip this share of the train pairs (chosen <-> rejected), seeded, on
     /// top of the labels' own source.
     #[serde(default)]
@@ -87,55 +87,6 @@ pub struct DataSection {
     /// against noise (e.g. [0.0, 0.1, 0.25, 0.4]).
     #[serde(default)]
     pub noise_sweep: Vec<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VaderSection {
-    #[serde(default = "default_raw")]
-    pub raw: PathBuf,
-    pub out: PathBuf,
-    #[serde(default)]
-    pub seed: u64,
-    #[serde(default = "default_threshold")]
-    pub threshold: f64,
-    #[serde(default = "default_train_pairs")]
-    pub train_pairs: usize,
-    #[serde(default = "default_valid_pairs")]
-    pub valid_pairs: usize,
-    #[serde(default = "default_test_pairs")]
-    pub test_pairs: usize,
-}
-
-fn default_raw() -> PathBuf {
-    "assets/vader/hutto_ICWSM_2014".into()
-}
-fn default_threshold() -> f64 {
-    0.5
-}
-fn default_train_pairs() -> usize {
-    8000
-}
-fn default_valid_pairs() -> usize {
-    1000
-}
-fn default_test_pairs() -> usize {
-    3000
-}
-
-impl VaderSection {
-    fn options(&self) -> VaderOptions {
-        VaderOptions {
-            raw_dir: self.raw.clone(),
-            out_dir: self.out.clone(),
-            seed: self.seed,
-            threshold: self.threshold,
-            train_pairs: self.train_pairs,
-            valid_pairs: self.valid_pairs,
-            test_pairs: self.test_pairs,
-            ..VaderOptions::default()
-        }
-    }
 }
 
 /// Reads a recipe strictly; errors read `FILE:LINE: message`.
@@ -236,20 +187,19 @@ pub fn run(a: RecipeArgs) -> Result<()> {
 }
 
 /// Builds the VADER pair files unless `out/summary.json` shows they were built with these options.
-pub fn prepare_vader(v: &VaderSection) -> Result<()> {
-    let opts = v.options();
-    let summary_path = v.out.join("summary.json");
-    let wanted = serde_json::to_value(&opts)?;
+pub fn prepare_vader(opts: &VaderOptions) -> Result<()> {
+    let summary_path = opts.out_dir.join("summary.json");
+    let wanted = serde_json::to_value(opts)?;
     if let Ok(text) = std::fs::read_to_string(&summary_path)
         && let Ok(old) = serde_json::from_str::<serde_json::Value>(&text)
         && old.get("options") == Some(&wanted)
     {
         return Ok(());
     }
-    if !v.raw.is_dir() {
-        anyhow::bail!("{}: VADER ratings not found; run scripts/fetch-assets.sh first", v.raw.display());
+    if !opts.raw_dir.is_dir() {
+        anyhow::bail!("{}: VADER ratings not found; run scripts/fetch-assets.sh first", opts.raw_dir.display());
     }
-    let summary = rmtrain_data::import_vader(&opts)?;
+    let summary = rmtrain_data::import_vader(opts)?;
     eprintln!("{summary}");
     Ok(())
 }

@@ -151,6 +151,20 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The model, or the members of an ensemble and how to combine them (`score` and `eval`).
+#[derive(Args)]
+pub struct EnsembleArgs {
+    /// Reward model folder (repeat for an ensemble).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    /// How an ensemble combines its members' rewards.
+    #[arg(long, default_value = "mean")]
+    pub combine: Combine,
+    /// Combine raw member rewards, without z-normalisation.
+    #[arg(long)]
+    pub no_normalize: bool,
+}
+
 #[derive(Args)]
 #[command(after_help = "Input lines: {\"text\": ...} gets `reward`; a pair line (TRL standard, implicit-prompt or
 conversational) gets `reward_chosen` and `reward_rejected`. Every input field is kept.
@@ -161,15 +175,8 @@ Examples:
   rmtrain score --model runs/movie/model --input texts.jsonl > scored.jsonl
   rmtrain score --model m0 --model m1 --model m2 --combine uncertainty:0.5 --input pairs.jsonl")]
 pub struct ScoreArgs {
-    /// Reward model folder (repeat for an ensemble).
-    #[arg(long = "model", required = true)]
-    pub models: Vec<PathBuf>,
-    /// How an ensemble combines its members' rewards.
-    #[arg(long, default_value = "mean")]
-    pub combine: Combine,
-    /// Combine raw member rewards, without z-normalisation.
-    #[arg(long)]
-    pub no_normalize: bool,
+    #[command(flatten)]
+    pub ensemble: EnsembleArgs,
     #[arg(long)]
     pub input: PathBuf,
     /// Truncation length; default: the one the model was trained with (its rmtrain.json), else 128.
@@ -196,8 +203,9 @@ pub fn score(a: ScoreArgs) -> Result<()> {
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let opts = ScoreOptions { batch_size: a.batch_size, ..ScoreOptions::default() };
-    let members = score_members(&a.models, &refs, a.max_length, &device, &opts, !a.no_normalize && a.models.len() > 1)?;
-    let rewards = if members.len() == 1 { members[0].clone() } else { combine(&members, a.combine) };
+    let e = &a.ensemble;
+    let members = score_members(&e.models, &refs, a.max_length, &device, &opts, !e.no_normalize && e.models.len() > 1)?;
+    let rewards = if members.len() == 1 { members[0].clone() } else { combine(&members, e.combine) };
     // Everything is computed before the first line is written: an error leaves no partial output.
     let mut out = String::new();
     let mut next = 0usize;
@@ -271,13 +279,8 @@ pub fn score_members(models: &[PathBuf], texts: &[&str], max_length: Option<usiz
   rmtrain eval --model M --data test=pairs.jsonl --json report.json --markdown report.md
   rmtrain eval --model m0 --model m1 --combine worst --data movie=data/vader/movie.test.jsonl")]
 pub struct EvalArgs {
-    /// Reward model folder (repeat for an ensemble, combined by --combine).
-    #[arg(long = "model", required = true)]
-    pub models: Vec<PathBuf>,
-    #[arg(long, default_value = "mean")]
-    pub combine: Combine,
-    #[arg(long)]
-    pub no_normalize: bool,
+    #[command(flatten)]
+    pub ensemble: EnsembleArgs,
     /// Eval set NAME=PATH (repeatable).
     #[arg(long = "data", value_parser = named_path, required = true)]
     pub data: Vec<(String, PathBuf)>,
@@ -300,16 +303,8 @@ pub struct EvalArgs {
 /// Rewards (chosen, rejected) of every pair of every set, scoring each distinct text once per
 /// model; several models are combined as an ensemble.
 pub fn score_sets(models: &[PathBuf], sets: &[(String, Vec<Pair>)], combine_rule: Combine, normalize: bool, max_length: Option<usize>, device: &burn::tensor::Device) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut texts: Vec<String> = Vec::new();
-    let mut slot = |t: String| {
-        let n = index.len();
-        *index.entry(t.clone()).or_insert_with(|| {
-            texts.push(t);
-            n
-        })
-    };
-    let slots: Vec<Vec<(usize, usize)>> = sets.iter().map(|(_, pairs)| pairs.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect()).collect();
+    let set_refs: Vec<&[Pair]> = sets.iter().map(|(_, p)| p.as_slice()).collect();
+    let (texts, slots) = rmtrain_data::distinct_texts(&set_refs);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let members = score_members(models, &refs, max_length, device, &ScoreOptions::default(), normalize && models.len() > 1)?;
     let rewards = if members.len() == 1 { members.into_iter().next().expect("one member") } else { combine(&members, combine_rule) };
@@ -332,12 +327,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     if sets.is_empty() {
         bail!("eval: no --data sets");
     }
-    let label = if a.models.len() == 1 {
-        a.models[0].display().to_string()
-    } else {
-        format!("ensemble-{} of {}", a.combine, a.models.len())
-    };
-    let scores = score_sets(&a.models, &sets, a.combine, !a.no_normalize, a.max_length, &device)?;
+    let e = &a.ensemble;
+    let label = if e.models.len() == 1 { e.models[0].display().to_string() } else { format!("ensemble-{} of {}", e.combine, e.models.len()) };
+    let scores = score_sets(&e.models, &sets, e.combine, !e.no_normalize, a.max_length, &device)?;
     let rows = metrics_rows(&label, &sets, &scores, a.seed);
     let json = serde_json::to_value(&rows)?;
     let table = markdown_table(&rows);

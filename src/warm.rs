@@ -322,16 +322,8 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
     let t = Instant::now();
     let eval_paths = recipe.eval_paths();
     let sets = load_evals(&eval_paths)?;
-    let mut index = std::collections::HashMap::new();
-    let mut texts: Vec<String> = Vec::new();
-    let mut slot = |s: String| {
-        let n = index.len();
-        *index.entry(s.clone()).or_insert_with(|| {
-            texts.push(s);
-            n
-        })
-    };
-    let slots: Vec<Vec<(usize, usize)>> = sets.iter().map(|(_, ps)| ps.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect()).collect();
+    let set_refs: Vec<&[Pair]> = sets.iter().map(|(_, p)| p.as_slice()).collect();
+    let (texts, slots) = rmtrain_data::distinct_texts(&set_refs);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let opts = ScoreOptions::default();
     let max_len = Some(recipe.train.max_length);

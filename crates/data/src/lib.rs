@@ -7,7 +7,7 @@ pub mod pairs;
 pub mod vader;
 
 pub use noise::flip_labels;
-pub use pairs::{Pair, ScoreInput, ScoreRecord, parse_pair_line, read_pairs, read_score_records, write_pairs_jsonl};
+pub use pairs::{Pair, ScoreInput, ScoreRecord, distinct_texts, parse_pair_line, read_pairs, read_score_records, write_pairs_jsonl};
 pub use vader::{DOMAINS, DomainSummary, Snippet, VaderOptions, VaderSummary, import_vader, load_domain};
 
 use std::path::PathBuf;

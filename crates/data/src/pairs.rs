@@ -408,3 +408,20 @@ mod tests {
         assert!(err.starts_with(&missing.display().to_string()), "{err}");
     }
 }
+
+/// The distinct full texts of several pair sets, and for each pair of each set the indices of its
+/// (chosen, rejected) text in that list: evaluation scores each distinct text once, since pairs
+/// drawn from a pool of snippets share most of their texts.
+pub fn distinct_texts(sets: &[&[Pair]]) -> (Vec<String>, Vec<Vec<(usize, usize)>>) {
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut texts: Vec<String> = Vec::new();
+    let mut slot = |t: String| {
+        let next = texts.len();
+        *index.entry(t).or_insert_with_key(|t| {
+            texts.push(t.clone());
+            next
+        })
+    };
+    let slots = sets.iter().map(|pairs| pairs.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect()).collect();
+    (texts, slots)
+}

@@ -1,26 +1,16 @@
 //! Scoring preference pairs with a reward model: each distinct text is scored once (pairs share
 //! snippets), then the pair metrics of `rmtrain-eval` are computed against the stored labels.
 
-use rmtrain_data::Pair;
+use rmtrain_data::{distinct_texts, Pair};
 use rmtrain_eval::PairMetrics;
 use rmtrain_models::{ModelError, RewardModel, ScoreOptions};
-use std::collections::HashMap;
 
 /// Rewards (chosen, rejected) of every pair, in order.
 pub fn score_pairs(rm: &RewardModel, pairs: &[Pair], opts: &ScoreOptions) -> Result<(Vec<f64>, Vec<f64>), ModelError> {
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut texts: Vec<String> = Vec::new();
-    let mut slot = |t: String| {
-        let n = index.len();
-        *index.entry(t.clone()).or_insert_with(|| {
-            texts.push(t);
-            n
-        })
-    };
-    let slots: Vec<(usize, usize)> = pairs.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect();
+    let (texts, slots) = distinct_texts(&[pairs]);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let rewards = rm.score_texts(&refs, opts)?;
-    Ok(slots.iter().map(|&(c, r)| (rewards[c] as f64, rewards[r] as f64)).unzip())
+    Ok(slots[0].iter().map(|&(c, r)| (rewards[c] as f64, rewards[r] as f64)).unzip())
 }
 
 /// Accuracy, ECE, Brier and (with gold margins on every pair) Spearman of the reward gap.
