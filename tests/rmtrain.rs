@@ -528,3 +528,16 @@ fn tiny_warm_recipe_runs_end_to_end() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("member 1 already trained"), "{stderr}");
 }
+
+#[test]
+fn bench_runs_with_replicas_on_inference_and_training_devices() {
+    // Regression: score replicas once asked an inference device for autodiff leaves and panicked.
+    let model = tiny_rm().display().to_string();
+    for kind in ["score", "train"] {
+        let (code, stdout, stderr) = rmtrain(&["bench", kind, "--model", &model, "--batch", "4", "--seq", "16", "--warmup", "1", "--steps", "2", "--replicas", "2"]);
+        assert_eq!(code, 0, "bench {kind}: {stderr}");
+        let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert!(v["pairs_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+        assert_eq!(v["replicas"], 2);
+    }
+}

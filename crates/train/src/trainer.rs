@@ -377,7 +377,8 @@ pub fn detached_replica(net: &BertRewardModel) -> BertRewardModel {
     struct Detach;
     impl ModuleMapper for Detach {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            param.map(|t| t.detach().require_grad())
+            // On an inference device there is no graph to separate: the clone is enough.
+            param.map(|t| if t.device().is_autodiff() { t.detach().require_grad() } else { t })
         }
     }
     net.clone().map(&mut Detach)
