@@ -400,10 +400,11 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
         flipped_pairs: flipped,
         seconds: serde_json::Value::Object(timings),
     };
-    // Reliability of WARM on the first (in-domain) set.
+    // Reliability of WARM on the first (in-domain) set: confidence max(p, 1 − p) of p = σ(r_c − r_r)
+    // against how often the preferred side is the gold one.
     let (rc, rr): (Vec<f64>, Vec<f64>) = slots[0].iter().map(|&(c, r)| (warm_scores[c], warm_scores[r])).unzip();
     let d: Vec<f64> = rc.iter().zip(&rr).map(|(c, r)| c - r).collect();
-    rmtrain_eval::reliability_diagram(&plots.join("reliability_warm.png"), &format!("WARM on {}", results.sets[0]), &rmtrain_eval::ece_p(&d).bins)?;
+    rmtrain_eval::reliability_diagram(&plots.join("reliability_warm.png"), &format!("WARM on {}, top-label", results.sets[0]), &rmtrain_eval::ece_toplabel(&d).bins)?;
     Ok(Some(results))
 }
 
