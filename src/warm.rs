@@ -342,7 +342,10 @@ fn run_one(recipe: &Recipe, out: &Path, flip_fraction: f64, only_member: Option<
     let z_members: Vec<Vec<f64>> = member_models
         .iter()
         .zip(&raw_members)
-        .map(|(dir, raw)| Ok(rmtrain_merge::z_normalize(raw, member_stats(dir)?.0, member_stats(dir)?.1)))
+        .map(|(dir, raw)| {
+            let (mean, std) = member_stats(dir)?;
+            Ok(rmtrain_merge::z_normalize(raw, mean, std))
+        })
         .collect::<Result<_>>()?;
     let metrics_of = |rewards: &[f64]| -> Vec<PairMetrics> {
         sets.iter()

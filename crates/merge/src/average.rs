@@ -139,21 +139,14 @@ fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, V
         }
         for (name, info) in &files[0].tensors {
             let other = &f.tensors[name];
-            if info.shape != other.shape {
+            let differs = [
+                ("shape", format!("{:?}", info.shape), format!("{:?}", other.shape)),
+                ("dtype", info.dtype.clone(), other.dtype.clone()),
+            ];
+            if let Some((what, a, b)) = differs.into_iter().find(|(_, a, b)| a != b) {
                 return Err(MergeError::Mismatch(format!(
-                    "tensor {name} has shape {:?} in {} and {:?} in {}",
-                    info.shape,
+                    "tensor {name} has {what} {a} in {} and {b} in {}",
                     first.display(),
-                    other.shape,
-                    d.display()
-                )));
-            }
-            if info.dtype != other.dtype {
-                return Err(MergeError::Mismatch(format!(
-                    "tensor {name} has dtype {} in {} and {} in {}",
-                    info.dtype,
-                    first.display(),
-                    other.dtype,
                     d.display()
                 )));
             }

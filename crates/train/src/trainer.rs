@@ -300,7 +300,7 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
     bar.finish_and_clear();
 
     // Final evaluation on the full eval sets, reward statistics for ensembles, the final folder.
-    let mut rm = RewardModel { config: bert_config, net: net.valid(), tokenizer, source_dir, weights_sha256: String::new(), initialised };
+    let rm = RewardModel { config: bert_config, net: net.valid(), tokenizer, source_dir, weights_sha256: String::new(), initialised };
     let mut final_metrics = serde_json::Map::new();
     let mut final_eval = Vec::new();
     for (name, set) in &req.evals {
@@ -318,7 +318,6 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
     manifest.reward_std = Some(std);
     manifest.write(dir.path())?;
     dir.commit()?;
-    rm.weights_sha256 = rmtrain_core::sha256_file(&model_dir.join("model.safetensors"))?;
     log.log(&serde_json::json!({"step": step, "final": final_metrics, "wall_seconds": started.elapsed().as_secs_f64()}))?;
     Ok(TrainOutcome { model_dir, final_eval, steps: step, final_metrics, wall_seconds: started.elapsed().as_secs_f64() })
 }
