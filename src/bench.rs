@@ -12,7 +12,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
-use rmtrain_models::RewardModel;
+use rmtrain_models::{RewardModel, RewardNet};
 use std::time::Instant;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,7 +53,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::Score => base.clone(),
     };
     let rm = RewardModel::load(&a.model, a.seq, &device)?;
-    let vocab = rm.config.vocab_size as i64;
+    let vocab = rm.config.vocab_size() as i64;
     let n = 2 * a.batch;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let ids: Vec<i64> = (0..n * a.seq).map(|_| rng.random_range(1000.min(vocab - 1)..vocab)).collect();
@@ -109,7 +109,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 rmtrain_train::trainer::clip_global_norm(&net, &mut grads, Some(1.0));
                 let t_clip = t.elapsed().as_secs_f64();
                 net = optim.step(1e-5, net, grads);
-                let _ = net.classifier.weight.val().into_data(); // forces the step
+                let _ = net.hf_params().pop().map(|(_, p)| p.to_hf()); // forces the step
                 if i >= a.warmup {
                     times.push(t.elapsed().as_secs_f64());
                     parts.push([t_forward, t_backward - t_forward, t_clip - t_backward, t.elapsed().as_secs_f64() - t_clip]);

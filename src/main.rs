@@ -1,12 +1,12 @@
-//! `rmtrain`: train reward models for RLHF on Burn. One file per verb; `main` prints the error
-//! chain on one line and returns a non-zero exit code.
+//! `rmtrain`: train reward models for RLHF on Burn. Argument parsing and printing only: the work
+//! is done by the library crates (`rmtrain-pipeline` for recipes and evaluation). `main` prints
+//! the error chain on one line and returns a non-zero exit code.
 
 mod bench;
 mod device;
 mod merge_verbs;
 mod recipe;
 mod verbs;
-mod warm;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1,15 +1,16 @@
-//! The verbs `data`, `train`, `score` and `eval`: argument parsing and the glue from files to the
-//! library crates.
+//! The verbs `data`, `train`, `score` and `eval`: argument parsing and printing; the work is in
+//! the library crates.
 
 use crate::device::parse_device;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rmtrain_data::{read_pairs, read_score_records, Pair, ScoreInput, VaderOptions};
-use rmtrain_eval::{markdown_table, EvalRow};
-use rmtrain_merge::{combine, z_normalize, Combine};
-use rmtrain_models::{RewardModel, ScoreOptions};
+use rmtrain_eval::markdown_table;
+use rmtrain_merge::Combine;
+use rmtrain_models::ScoreOptions;
+use rmtrain_pipeline::{evaluate_models, normalize_members, score_models, train_config_from_sets, Entry, EvalOptions};
 use rmtrain_train::trainer::Trainable;
-use rmtrain_train::{TrainConfig, TrainRequest};
+use rmtrain_train::TrainRequest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -107,20 +108,6 @@ pub struct TrainArgs {
     pub no_progress: bool,
 }
 
-/// Builds a TrainConfig from `KEY=VALUE` TOML fragments, strictly (an unknown key is an error).
-pub fn train_config_from_sets(sets: &[String]) -> Result<TrainConfig> {
-    let text = sets.join("\n");
-    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
-        let fragment = e.span().map(|sp| text[..sp.start.min(text.len())].matches('\n').count()).and_then(|i| sets.get(i));
-        match fragment {
-            Some(f) => anyhow::anyhow!("--set {f}: {}", e.message()),
-            None => anyhow::anyhow!("--set: {}", e.message()),
-        }
-    })?;
-    cfg.validate().map_err(|m| anyhow::anyhow!("--set: {m}"))?;
-    Ok(cfg)
-}
-
 pub fn load_evals(evals: &[(String, PathBuf)]) -> Result<Vec<(String, Vec<Pair>)>> {
     evals.iter().map(|(n, p)| Ok((n.clone(), read_pairs(p)?))).collect()
 }
@@ -147,7 +134,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
         progress: !a.no_progress,
         trainable: if a.head_only { Trainable::HeadOnly } else { Trainable::All },
     })?;
-    println!("{}", serde_json::json!({"model": outcome.model_dir, "steps": outcome.steps, "wall_seconds": outcome.wall_seconds, "final": outcome.final_metrics}));
+    println!(
+        "{}",
+        serde_json::json!({"model": outcome.model_dir, "steps": outcome.steps, "wall_seconds": outcome.wall_seconds, "truncated_train_pairs": outcome.truncated_pairs, "final": outcome.final_metrics})
+    );
     Ok(())
 }
 
@@ -204,9 +194,21 @@ pub fn score(a: ScoreArgs) -> Result<()> {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let opts = ScoreOptions { batch_size: a.batch_size, ..ScoreOptions::default() };
     let e = &a.ensemble;
-    let members = score_members(&e.models, &refs, a.max_length, &device, &opts, !e.no_normalize && e.models.len() > 1)?;
-    let rewards = if members.len() == 1 { members[0].clone() } else { combine(&members, e.combine) };
-    // Everything is computed before the first line is written: an error leaves no partial output.
+    let scores = score_models(&e.models, &refs, a.max_length, &device, &opts)?;
+    if scores.truncated > 0 {
+        eprintln!("rmtrain: info: {} of {} texts are longer than max_length tokens and were scored truncated (cut from the right)", scores.truncated, refs.len());
+    }
+    let dirs: Vec<&Path> = e.models.iter().map(PathBuf::as_path).collect();
+    let raw: Vec<&[f64]> = scores.per_model.iter().map(Vec::as_slice).collect();
+    // An ensemble combines (and reports) its members on the z-normalised scale.
+    let members = if raw.len() > 1 && !e.no_normalize { normalize_members(&raw, &dirs)? } else { scores.per_model.clone() };
+    let rewards = if members.len() == 1 { members[0].clone() } else { rmtrain_merge::combine(&members, e.combine) };
+    print_scored(records, &rewards, &members)
+}
+
+/// Writes every record with its reward(s) added (and each member's, for an ensemble). Everything
+/// is computed before the first line is written: an error leaves no partial output.
+fn print_scored(records: Vec<rmtrain_data::ScoreRecord>, rewards: &[f64], members: &[Vec<f64>]) -> Result<()> {
     let mut out = String::new();
     let mut next = 0usize;
     let member_values = |i: usize| serde_json::json!(members.iter().map(|m| m[i]).collect::<Vec<_>>());
@@ -237,42 +239,6 @@ pub fn score(a: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// The reward mean/std a member recorded on its reference set (rmtrain.json).
-pub fn member_stats(dir: &Path) -> Result<(f64, f64)> {
-    let m = rmtrain_core::Manifest::read(dir).with_context(|| format!("{}: ensemble member needs its rmtrain.json (or pass --no-normalize)", dir.display()))?;
-    match (m.reward_mean, m.reward_std) {
-        (Some(mean), Some(std)) => Ok((mean, std)),
-        _ => bail!("{}: rmtrain.json has no reward_mean/reward_std to z-normalise with (pass --no-normalize)", dir.join("rmtrain.json").display()),
-    }
-}
-
-/// Loads a folder for scoring: it must hold a trained head (a bare backbone would score with a
-/// random one). `max_length` None = the model's own (rmtrain.json), else 128.
-pub fn load_reward_model(dir: &Path, max_length: Option<usize>, device: &burn::tensor::Device) -> Result<RewardModel> {
-    let max_length = max_length.or_else(|| rmtrain_core::Manifest::read(dir).ok().and_then(|m| m.max_length)).unwrap_or(128);
-    let rm = RewardModel::load(dir, max_length, device)?;
-    if !rm.initialised.is_empty() {
-        bail!("{}: not a reward model: {} would be random (train it first)", dir.display(), rm.initialised.join(", "));
-    }
-    Ok(rm)
-}
-
-/// Each model's rewards of `texts` (z-normalised with its manifest statistics when `normalize`).
-pub fn score_members(models: &[PathBuf], texts: &[&str], max_length: Option<usize>, device: &burn::tensor::Device, opts: &ScoreOptions, normalize: bool) -> Result<Vec<Vec<f64>>> {
-    models
-        .iter()
-        .map(|dir| {
-            let stats = if normalize { Some(member_stats(dir)?) } else { None };
-            let rm = load_reward_model(dir, max_length, device)?;
-            let raw: Vec<f64> = rm.score_texts(texts, opts)?.into_iter().map(f64::from).collect();
-            Ok(match stats {
-                Some((mean, std)) => z_normalize(&raw, mean, std),
-                None => raw,
-            })
-        })
-        .collect()
-}
-
 #[derive(Args)]
 #[command(after_help = "Examples:
   rmtrain eval --model runs/movie/model --data movie=data/vader/movie.test.jsonl --data nyt=data/vader/nyt.test.jsonl
@@ -300,27 +266,6 @@ pub struct EvalArgs {
     pub seed: u64,
 }
 
-/// Rewards (chosen, rejected) of every pair of every set, scoring each distinct text once per
-/// model; several models are combined as an ensemble.
-pub fn score_sets(models: &[PathBuf], sets: &[(String, Vec<Pair>)], combine_rule: Combine, normalize: bool, max_length: Option<usize>, device: &burn::tensor::Device) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
-    let set_refs: Vec<&[Pair]> = sets.iter().map(|(_, p)| p.as_slice()).collect();
-    let (texts, slots) = rmtrain_data::distinct_texts(&set_refs);
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let members = score_members(models, &refs, max_length, device, &ScoreOptions::default(), normalize && models.len() > 1)?;
-    let rewards = if members.len() == 1 { members.into_iter().next().expect("one member") } else { combine(&members, combine_rule) };
-    Ok(slots.iter().map(|s| s.iter().map(|&(c, r)| (rewards[c], rewards[r])).unzip()).collect())
-}
-
-pub fn metrics_rows(label: &str, sets: &[(String, Vec<Pair>)], scores: &[(Vec<f64>, Vec<f64>)], seed: u64) -> Vec<EvalRow> {
-    sets.iter()
-        .zip(scores)
-        .map(|((name, pairs), (rc, rr))| {
-            let gold: Option<Vec<f64>> = pairs.iter().map(|p| p.gold_margin).collect();
-            EvalRow { model: label.to_string(), set: name.clone(), metrics: rmtrain_eval::evaluate_pairs(rc, rr, gold.as_deref(), seed) }
-        })
-        .collect()
-}
-
 pub fn eval(a: EvalArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let sets = load_evals(&a.data)?;
@@ -328,9 +273,16 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         bail!("eval: no --data sets");
     }
     let e = &a.ensemble;
-    let label = if e.models.len() == 1 { e.models[0].display().to_string() } else { format!("ensemble-{} of {}", e.combine, e.models.len()) };
-    let scores = score_sets(&e.models, &sets, e.combine, !e.no_normalize, a.max_length, &device)?;
-    let rows = metrics_rows(&label, &sets, &scores, a.seed);
+    let entry = if e.models.len() == 1 {
+        Entry::Model { label: e.models[0].display().to_string(), model: 0 }
+    } else {
+        Entry::Ensemble { label: format!("ensemble-{} of {}", e.combine, e.models.len()), members: (0..e.models.len()).collect(), rule: e.combine, normalize: !e.no_normalize }
+    };
+    let evaluation = evaluate_models(&e.models, &[entry], &sets, &EvalOptions { max_length: a.max_length, device: &device, seed: a.seed, progress: false })?;
+    if evaluation.truncated_texts > 0 {
+        eprintln!("rmtrain: info: {} of {} distinct texts are longer than max_length tokens and were scored truncated (cut from the right)", evaluation.truncated_texts, evaluation.distinct_texts);
+    }
+    let rows = evaluation.eval_rows();
     let json = serde_json::to_value(&rows)?;
     let table = markdown_table(&rows);
     let mut json_bytes = serde_json::to_vec_pretty(&json)?;

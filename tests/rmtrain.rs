@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rmtrain_data::read_pairs;
-use rmtrain_models::{RewardModel, ScoreOptions};
+use rmtrain_models::{RewardModel, RewardNet, ScoreOptions};
 use rmtrain_train::trainer::Trainable;
 use rmtrain_train::{TrainConfig, TrainRequest};
 use serde_json::Value;
@@ -207,28 +207,280 @@ fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     v
 }
 
+/// Tensors whose gradient is mathematically zero under the Bradley–Terry loss: softmax ignores a
+/// per-row shift (attention key biases), and r_c − r_r cancels the head's bias. AdamW turns their
+/// rounding noise into ±lr steps, so they are bounded, not matched.
+fn zero_gradient_under_bt(name: &str) -> bool {
+    name.ends_with(".attention.self.key.bias") || name == "classifier.bias"
+}
+
 #[test]
 fn training_lowers_the_loss_and_moves_every_parameter() {
     let _serial = training_lock();
     let out = tmp("train");
     let pairs = root().join("tests/data/tiny_pairs.jsonl");
     let before = bt_loss(&tiny_rm(), &pairs);
-    // Without dropout, so the falling loss is the optimizer's doing alone.
-    let cfg = TrainConfig { epochs: 8, lr: 1e-3, dropout: Some(0.0), ..tiny_config() };
+    // Without dropout, so the falling loss is the optimizer's doing alone; without weight decay,
+    // so a tensor moves only if its gradient is non-zero.
+    let cfg = TrainConfig { epochs: 8, lr: 1e-3, dropout: Some(0.0), weight_decay: 0.0, ..tiny_config() };
     let outcome = rmtrain_train::train(request(&out, cfg, false)).expect("train");
     let after = bt_loss(&outcome.model_dir, &pairs);
     assert!(after < before * 0.5, "loss {before} -> {after}");
     let init = tensors(&tiny_rm().join("model.safetensors"));
     let trained = tensors(&outcome.model_dir.join("model.safetensors"));
     for ((n, _, a), (_, _, b)) in init.iter().zip(&trained) {
-        assert_ne!(a, b, "{n} did not move");
+        if !zero_gradient_under_bt(n) {
+            assert_ne!(a, b, "{n} did not move");
+        }
     }
     let log = jsonl(&out.join("metrics.jsonl"));
+    let first = log.iter().find(|r| r.get("loss").is_some()).expect("a step line");
     for key in ["loss", "accuracy", "margin", "mean_reward", "min_reward", "max_reward", "lr", "tokens_per_second", "grad_norm"] {
-        assert!(log[0].get(key).is_some(), "metrics.jsonl lacks {key}");
+        assert!(first.get(key).is_some(), "metrics.jsonl lacks {key}");
     }
 }
 
+#[test]
+fn every_parameter_gets_a_gradient_except_the_bt_invariant_ones() {
+    // One backward pass of the BT loss on the tiny model: every tensor's gradient is non-zero,
+    // except the two families the loss is mathematically blind to (whose gradient is rounding noise).
+    use burn::optim::GradientsParams;
+    let ad = cpu().autodiff();
+    let rm = RewardModel::load(&tiny_rm(), 128, &ad).expect("load");
+    let pairs = read_pairs(&root().join("tests/data/tiny_pairs.jsonl")).expect("pairs");
+    let ids: Vec<Vec<u32>> = pairs.iter().flat_map(|p| [p.chosen_text(), p.rejected_text()]).map(|t| rm.tokenizer.encode(&t).expect("encode")).collect();
+    let (chosen, rejected): (Vec<&[u32]>, Vec<&[u32]>) = ids.chunks(2).map(|c| (c[0].as_slice(), c[1].as_slice())).unzip();
+    let seqs: Vec<&[u32]> = chosen.iter().chain(&rejected).copied().collect();
+    let (t_ids, t_mask) = rm.tokenizer.collate(&seqs).to_tensors(&ad);
+    let r = rm.net.forward(t_ids, t_mask);
+    let n = pairs.len();
+    let loss = rmtrain_train::losses::bradley_terry(r.clone().narrow(0, 0, n), r.narrow(0, n, n), None);
+    let grads = GradientsParams::from_grads(loss.backward(), &rm.net);
+    for (name, p) in rm.net.hf_params() {
+        let norm: f64 = match p {
+            rmtrain_models::HfParam::Vector(t) => grads.get::<1>(t.id).expect("a gradient").square().sum().into_scalar::<f32>() as f64,
+            rmtrain_models::HfParam::Matrix(t) | rmtrain_models::HfParam::LinearWeight(t) => {
+                grads.get::<2>(t.id).expect("a gradient").square().sum().into_scalar::<f32>() as f64
+            }
+        }
+        .sqrt();
+        if zero_gradient_under_bt(&name) {
+            assert!(norm < 1e-5, "{name}: gradient norm {norm} should be (numerically) zero");
+        } else {
+            assert!(norm > 1e-6, "{name}: gradient norm {norm}");
+        }
+    }
+}
+
+// ---------- optimizer-step parity with PyTorch (tests/fixtures/hf/train-steps) ----------
+
+fn steps_fixture() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("train-steps/steps.json")).expect("steps.json")).expect("json")
+}
+
+/// The fixture's protocol: pairs in file order, dropout 0, warm-up 1 step then linear decay over
+/// 3, clip 0.5, weight decay 0.01 except biases and LayerNorm weights, lr 1e-3, 2 pairs a step.
+fn parity_config(grad_accum: usize, replicas: usize) -> TrainConfig {
+    let s = &steps_fixture()["settings"];
+    TrainConfig {
+        epochs: 1,
+        batch_size: s["batch"].as_u64().expect("batch") as usize,
+        grad_accum,
+        replicas,
+        lr: s["lr"].as_f64().expect("lr"),
+        weight_decay: s["wd"].as_f64().expect("wd"),
+        max_grad_norm: s["clip"].as_f64().expect("clip"),
+        warmup_steps: Some(s["warmup"].as_u64().expect("warmup")),
+        schedule: rmtrain_train::Schedule::Linear,
+        shuffle: false,
+        dropout: Some(0.0),
+        log_every: 1,
+        save_every: 0,
+        ..TrainConfig::default()
+    }
+}
+
+fn parity_run(name: &str, grad_accum: usize, replicas: usize) -> (PathBuf, Vec<Value>) {
+    let out = tmp(name);
+    let req = TrainRequest {
+        train_pairs: read_pairs(&fixture("train-steps/pairs.jsonl")).expect("pairs"),
+        evals: Vec::new(),
+        ..request(&out, parity_config(grad_accum, replicas), false)
+    };
+    let outcome = rmtrain_train::train(req).expect("train");
+    let steps = jsonl(&out.join("metrics.jsonl")).into_iter().filter(|r| r.get("loss").is_some()).collect();
+    (outcome.model_dir, steps)
+}
+
+#[test]
+fn optimizer_steps_match_pytorch_adamw_step_by_step() {
+    let _serial = training_lock();
+    let want = steps_fixture();
+    let want_steps = want["steps"].as_array().expect("steps");
+    let init = f32_tensors(&tiny_rm().join("model.safetensors"));
+    let torch = f32_tensors(&fixture("train-steps/final/model.safetensors"));
+    let lr_sum: f64 = want_steps.iter().map(|s| s["lr"].as_f64().expect("lr")).sum();
+    let mut finals = Vec::new();
+    for (name, accum, replicas) in [("parity-1", 1, 1), ("parity-accum2", 2, 1), ("parity-replicas2", 1, 2)] {
+        let (model, got) = parity_run(name, accum, replicas);
+        assert_eq!(got.len(), want_steps.len(), "{name}: one metrics line per step");
+        for (g, w) in got.iter().zip(want_steps) {
+            let step = w["step"].as_u64().expect("step");
+            let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+            assert!((f(g, "lr") - f(w, "lr")).abs() < 1e-12, "{name} step {step}: lr {} vs {}", f(g, "lr"), f(w, "lr"));
+            assert!((f(g, "loss") - f(w, "loss")).abs() < 1e-5, "{name} step {step}: loss {} vs {}", f(g, "loss"), f(w, "loss"));
+            let (gn, wn) = (f(g, "grad_norm"), f(w, "grad_norm_before_clip"));
+            assert!((gn - wn).abs() <= 1e-5 * wn, "{name} step {step}: grad norm {gn} vs {wn}");
+        }
+        let ours = f32_tensors(&model.join("model.safetensors"));
+        assert_eq!(ours.len(), torch.len());
+        for (((n, sa, a), (m, sb, b)), (_, _, start)) in ours.iter().zip(&torch).zip(&init) {
+            assert_eq!((n, sa), (m, sb));
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) as f64;
+            if zero_gradient_under_bt(n) {
+                // Each run moves these by at most about one lr per step, in any direction.
+                for (who, w) in [("ours", a), ("torch", b)] {
+                    let moved = w.iter().zip(start).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) as f64;
+                    assert!(moved <= lr_sum * 1.01, "{name}: {n} ({who}) moved {moved} > summed lr {lr_sum}");
+                }
+            } else {
+                assert!(worst <= 1e-5, "{name}: {n} differs from torch by {worst}");
+            }
+        }
+        finals.push(ours);
+    }
+    // Accumulation and replicas change only the summation order.
+    for other in &finals[1..] {
+        for ((n, _, a), (_, _, b)) in finals[0].iter().zip(other) {
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(zero_gradient_under_bt(n) || worst <= 1e-5, "{n}: {worst} between accumulation/replica settings");
+        }
+    }
+}
+
+#[test]
+fn a_run_whose_loss_turns_non_finite_stops_and_saves_nothing() {
+    let _serial = training_lock();
+    let out = tmp("nan");
+    let pairs = root().join("tests/data/tiny_pairs.jsonl").display().to_string();
+    let model = tiny_rm().display().to_string();
+    let run = out.join("run").display().to_string();
+    let (code, stdout, stderr) =
+        rmtrain(&["train", "--model", &model, "--train", &pairs, "--out", &run, "--no-progress", "--set", "lr=1e30", "--set", "epochs=8", "--set", "warmup_ratio=0"]);
+    assert_ne!(code, 0, "a diverged run must fail: {stdout}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("diverged at step") && stderr.contains("not finite"), "{stderr}");
+    assert!(!out.join("run/model").exists(), "no model/ after a diverged run");
+    let checkpoints = std::fs::read_dir(out.join("run/checkpoints")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(checkpoints, 0, "no checkpoint after a diverged run");
+}
+
+// ---------- loading: bare backbones, pre-training heads ----------
+
+/// A copy of tiny-bert-rm in the layout of the real all-MiniLM-L6-v2 folder: a bare `BertModel`
+/// (no `bert.` prefix, no classifier, architectures ["BertModel"]), an integer position_ids buffer.
+fn bare_backbone(name: &str) -> PathBuf {
+    let dir = tmp(name);
+    std::fs::copy(tiny_rm().join("tokenizer.json"), dir.join("tokenizer.json")).expect("tokenizer");
+    let mut config: serde_json::Map<String, Value> = serde_json::from_str(&std::fs::read_to_string(tiny_rm().join("config.json")).expect("config")).expect("json");
+    config.insert("architectures".into(), serde_json::json!(["BertModel"]));
+    for k in ["id2label", "label2id"] {
+        config.remove(k);
+    }
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).expect("json")).expect("write");
+    let mut rows: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors(&tiny_rm().join("model.safetensors"))
+        .into_iter()
+        .filter(|(n, _, _)| !n.starts_with("classifier."))
+        .map(|(n, s, b)| (n.strip_prefix("bert.").expect("prefixed").to_string(), safetensors::Dtype::F32, s, b))
+        .collect();
+    rows.push(("embeddings.position_ids".into(), safetensors::Dtype::I64, vec![1, 128], (0..128i64).flat_map(|i| i.to_le_bytes()).collect()));
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        rows.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"))).collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, &None).expect("ser")).expect("write");
+    dir
+}
+
+#[test]
+fn a_bare_backbone_gets_a_fresh_seeded_head_and_saves_as_a_sequence_classifier() {
+    let _serial = training_lock();
+    let backbone = bare_backbone("bare");
+    let rm = RewardModel::load(&backbone, 128, &cpu()).expect("a bare backbone loads");
+    assert_eq!(rm.notes.initialised.len(), 1, "{:?}", rm.notes.initialised);
+    assert!(rm.notes.initialised[0].starts_with("classifier."), "{:?}", rm.notes.initialised);
+    // Scoring refuses it: its head is random.
+    let texts = root().join("tests/data/tiny_eval.jsonl").display().to_string();
+    let (code, _, stderr) = rmtrain(&["score", "--model", &backbone.display().to_string(), "--input", &texts]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("not a reward model"), "{stderr}");
+    // Two runs with one seed get the same new head; another seed, another head.
+    let head = |seed: u64, name: &str| {
+        let cfg = TrainConfig { seed, max_steps: Some(0), ..tiny_config() };
+        let out = tmp(name);
+        let outcome = rmtrain_train::train(TrainRequest { init: backbone.clone(), evals: Vec::new(), ..request(&out, cfg, false) }).expect("train");
+        tensors(&outcome.model_dir.join("model.safetensors"))
+    };
+    let (a, b, c) = (head(0, "bare-a"), head(0, "bare-b"), head(1, "bare-c"));
+    let classifier = |t: &[(String, Vec<usize>, Vec<u8>)]| t.iter().find(|(n, _, _)| n == "classifier.weight").expect("classifier").2.clone();
+    assert_eq!(classifier(&a), classifier(&b), "same seed, same head");
+    assert_ne!(classifier(&a), classifier(&c), "another seed, another head");
+    // The checkpoint is in BertForSequenceClassification's layout, tensor for tensor the fixture's.
+    let names = |t: &[(String, Vec<usize>, Vec<u8>)]| t.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&tensors(&tiny_rm().join("model.safetensors"))));
+    // The backbone's weights are carried over unchanged.
+    let init = tensors(&tiny_rm().join("model.safetensors"));
+    for ((n, _, x), (_, _, y)) in a.iter().zip(&init) {
+        if !n.starts_with("classifier.") {
+            assert_eq!(x, y, "{n} changed without training");
+        }
+    }
+}
+
+#[test]
+fn head_only_training_leaves_every_backbone_tensor_bitwise_unchanged() {
+    let _serial = training_lock();
+    let out = tmp("head-only");
+    let cfg = TrainConfig { epochs: 2, lr: 1e-2, dropout: Some(0.1), ..tiny_config() };
+    let outcome = rmtrain_train::train(TrainRequest { trainable: Trainable::HeadOnly, ..request(&out, cfg, false) }).expect("train");
+    let init = tensors(&tiny_rm().join("model.safetensors"));
+    let trained = tensors(&outcome.model_dir.join("model.safetensors"));
+    for ((n, _, a), (_, _, b)) in init.iter().zip(&trained) {
+        let head = n.starts_with("bert.pooler.") || n.starts_with("classifier.");
+        if head {
+            assert!(a != b || zero_gradient_under_bt(n), "head tensor {n} did not move");
+        } else {
+            assert_eq!(a, b, "backbone tensor {n} moved in a linear probe");
+        }
+    }
+}
+
+#[test]
+fn pretraining_heads_are_ignored_and_other_unknown_tensors_still_fail() {
+    let with = |name: &str, extra: &[&str]| {
+        let dir = tmp(name);
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(tiny_rm().join(f), dir.join(f)).expect("copy");
+        }
+        let mut rows: Vec<(String, Vec<usize>, Vec<u8>)> = tensors(&tiny_rm().join("model.safetensors"));
+        for n in extra {
+            rows.push((n.to_string(), vec![4], vec![0u8; 16]));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> =
+            rows.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view"))).collect();
+        std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, &None).expect("ser")).expect("write");
+        dir
+    };
+    let heads = with("cls-heads", &["cls.predictions.bias", "cls.predictions.transform.dense.bias", "cls.seq_relationship.bias"]);
+    let rm = RewardModel::load(&heads, 128, &cpu()).expect("pre-training heads are tolerated");
+    assert_eq!(rm.notes.ignored.len(), 1, "{:?}", rm.notes.ignored);
+    assert!(rm.notes.ignored[0].contains("3 tensors"), "{:?}", rm.notes.ignored);
+    let texts = root().join("tests/data/tiny_eval.jsonl").display().to_string();
+    let (code, _, stderr) = rmtrain(&["eval", "--model", &heads.display().to_string(), "--data", &format!("t={texts}")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.contains("ignored") && l.contains("cls.predictions")).count(), 1, "one info line: {stderr}");
+    let unknown = with("cls-unknown", &["cls.predictions.bias", "foo.bar"]);
+    let err = RewardModel::load(&unknown, 128, &cpu()).err().expect("foo.bar must fail").to_string();
+    assert!(err.contains("foo.bar: unexpected"), "{err}");
+}
 #[test]
 fn checkpoint_has_the_fixture_tensor_names_and_shapes_and_round_trips_rewards() {
     let _serial = training_lock();
@@ -527,6 +779,68 @@ fn tiny_warm_recipe_runs_end_to_end() {
     let (code, _, stderr) = rmtrain(&["recipe", "recipes/tiny_warm.toml", "--no-progress", "--member", "1"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("member 1 already trained"), "{stderr}");
+    // Regression: after a change to the recipe, a member whose checkpoints are of the old settings
+    // is trained again from scratch (it once tried to resume them and failed).
+    let changed = tmp("warm-changed").join("changed.toml");
+    let text = std::fs::read_to_string(root().join("recipes/tiny_warm.toml")).expect("recipe").replace("lr = [5e-4, 1e-3, 2e-3]", "lr = [5e-4, 1e-3, 3e-3]");
+    std::fs::write(&changed, text).expect("write");
+    let (code, _, stderr) = rmtrain(&["recipe", &changed.display().to_string(), "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("member 0 already trained") && stderr.contains("member 2: seed 2") && !stderr.contains("resuming"), "{stderr}");
+}
+
+/// tiny_warm.toml with its run folder moved to `out` and `edit` applied to the text.
+fn tiny_warm_copy(name: &str, edit: impl Fn(String) -> String) -> (PathBuf, PathBuf) {
+    let dir = tmp(name);
+    let out = dir.join("run");
+    let text = std::fs::read_to_string(root().join("recipes/tiny_warm.toml")).expect("recipe").replace("out = \"runs/tiny-warm\"", &format!("out = {:?}", out.display().to_string()));
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, edit(text)).expect("write");
+    (path, out)
+}
+
+#[test]
+fn a_warm_recipe_checks_every_eval_path_before_training() {
+    let (recipe, out) = tiny_warm_copy("warm-bad-eval", |t| t.replace("train = \"tests/data/tiny_pairs.jsonl\" }", "nope = \"tests/data/nope.jsonl\" }"));
+    assert_one_line_error(&["recipe", &recipe.display().to_string(), "--no-progress"], &["data.eval.nope", "nope.jsonl"]);
+    assert!(!out.join("shared-init").exists() && !out.join("members").exists(), "nothing trained before the check");
+}
+
+#[test]
+fn warm_members_in_parallel_processes_share_one_init() {
+    let _serial = training_lock();
+    let (recipe, out) = tiny_warm_copy("warm-parallel", |t| t);
+    let spawn = |k: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rmtrain"))
+            .args(["recipe", &recipe.display().to_string(), "--no-progress", "--member", k])
+            .current_dir(root())
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn("0"));
+        let b = s.spawn(|| spawn("1"));
+        (a.join().expect("thread").expect("run"), b.join().expect("thread").expect("run"))
+    });
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(a.status.success() && b.status.success(), "{}\n{}", err(&a), err(&b));
+    let built = [&a, &b].iter().filter(|o| err(o).contains("warm: shared init: new head")).count();
+    assert_eq!(built, 1, "exactly one process builds the shared init:\n{}\n{}", err(&a), err(&b));
+    for k in 0..2 {
+        let m: Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("members/member-{k}/model/rmtrain.json"))).expect("manifest")).expect("json");
+        let init = rmtrain_core::sha256_file(&out.join("shared-init/model/model.safetensors")).expect("sha");
+        assert_eq!(m["init_weights_sha256"], init, "member {k} trained from the shared init");
+    }
+}
+
+#[test]
+fn a_checkpoint_is_resumable_only_by_the_same_run() {
+    let _serial = training_lock();
+    let out = tmp("can-resume");
+    let full = TrainConfig { save_every: 1, ..tiny_config() };
+    rmtrain_train::train(request(&out, TrainConfig { max_steps: Some(2), ..full.clone() }, false)).expect("first part");
+    assert!(rmtrain_train::trainer::can_resume(&request(&out, full.clone(), true)).expect("check"), "same settings (max_steps aside)");
+    let changed = TrainConfig { lr: 5e-3, ..full };
+    assert!(!rmtrain_train::trainer::can_resume(&request(&out, changed, true)).expect("check"), "another lr");
 }
 
 #[test]

@@ -25,6 +25,7 @@
 use crate::config::BertConfig;
 use crate::dropout::DropoutRng;
 use crate::hf::{HostTensor, TensorMap};
+use crate::reward_net::{HfParam, LoadNotes, Pooling, RewardNet};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
@@ -98,24 +99,16 @@ impl BertLayer {
     }
 }
 
-impl BertRewardModel {
-    /// ids, mask: [batch, seq] (mask 1 = real token, 0 = padding) -> rewards [batch], without
-    /// dropout (inference).
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<1> {
-        self.forward_with(ids, mask, None)
-    }
-
-    /// As [`forward`](Self::forward), with dropout drawn from `rng` when given (training).
-    pub fn forward_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
+impl RewardNet for BertRewardModel {
+    fn forward_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
         let pooled = self.pooled_with(ids, mask, &mut rng);
         let [batch, _] = pooled.dims();
         self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])
     }
 
-    /// Rewards with the backbone run on the inner (non-autodiff) backend: gradients reach only
-    /// the head (pooler + classifier), and no graph is recorded for the backbone. The linear
-    /// probe of LP-FT. `ids`/`mask` live on the autodiff device like the head.
-    pub fn forward_frozen_backbone(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
+    /// The backbone runs on the inner (non-autodiff) backend; the head (pooler + classifier)
+    /// records the graph. `ids`/`mask` live on the autodiff device like the head.
+    fn forward_frozen_backbone(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
         let backbone = self.valid(); // same weights, inner device, no gradient tracking
         let hidden = Tensor::<3>::from_inner(backbone.encode_with(ids.inner(), mask.inner(), &mut rng));
         let [batch, _, d] = hidden.dims();
@@ -123,6 +116,43 @@ impl BertRewardModel {
         self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])
     }
 
+    /// The key map of the table at the top of this file, in `BertForSequenceClassification`'s
+    /// checkpoint order.
+    fn hf_params(&self) -> Vec<(String, HfParam<'_>)> {
+        let mut out: Vec<(String, HfParam<'_>)> = Vec::new();
+        let e = &self.embeddings;
+        out.push(("bert.embeddings.word_embeddings.weight".into(), HfParam::Matrix(&e.word.weight)));
+        out.push(("bert.embeddings.position_embeddings.weight".into(), HfParam::Matrix(&e.position.weight)));
+        out.push(("bert.embeddings.token_type_embeddings.weight".into(), HfParam::Matrix(&e.token_type.weight)));
+        push_norm(&mut out, "bert.embeddings.LayerNorm", &e.layer_norm);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let l = format!("bert.encoder.layer.{i}");
+            let a = &layer.attention;
+            push_linear(&mut out, &format!("{l}.attention.self.query"), &a.query);
+            push_linear(&mut out, &format!("{l}.attention.self.key"), &a.key);
+            push_linear(&mut out, &format!("{l}.attention.self.value"), &a.value);
+            push_linear(&mut out, &format!("{l}.attention.output.dense"), &a.output);
+            push_norm(&mut out, &format!("{l}.attention.output.LayerNorm"), &layer.attention_norm);
+            push_linear(&mut out, &format!("{l}.intermediate.dense"), &layer.intermediate);
+            push_linear(&mut out, &format!("{l}.output.dense"), &layer.output);
+            push_norm(&mut out, &format!("{l}.output.LayerNorm"), &layer.output_norm);
+        }
+        push_linear(&mut out, "bert.pooler.dense", &self.pooler);
+        push_linear(&mut out, "classifier", &self.classifier);
+        out
+    }
+
+    /// The head a linear probe trains: pooler + classifier.
+    fn is_head_param(&self, hf_name: &str) -> bool {
+        hf_name.starts_with("bert.pooler.") || hf_name.starts_with("classifier.")
+    }
+
+    fn pooling(&self) -> Pooling {
+        Pooling::BertPoolerCls
+    }
+}
+
+impl BertRewardModel {
     /// The pooled [CLS] representation tanh(pooler(h[:, 0])): [batch, d]. Contrastive losses and
     /// the embedding-distance of RBoN-WD use it.
     pub fn pooled(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
@@ -163,16 +193,27 @@ impl BertRewardModel {
     /// Loads a reward model (or a bare backbone, whose head is then initialised the way
     /// transformers does: pooler/classifier weights N(0, initializer_range), biases 0).
     ///
-    /// Tolerated exceptions to strict loading, each with its reason:
+    /// Tolerated exceptions to strict loading, each with its reason, reported in the notes:
     /// - `embeddings.position_ids`: a non-parameter buffer older transformers saved;
+    /// - `cls.predictions.*`, `cls.seq_relationship.*`: the pre-training heads (masked LM, next
+    ///   sentence) of checkpoints such as bert-base-uncased, which a reward model does not use
+    ///   (transformers drops them likewise when it loads a sequence classifier);
     /// - a missing `classifier.*` when the config's architecture is not a sequence classifier (a
     ///   backbone has no head yet); a missing `pooler.*` likewise (sentence-transformers exports
-    ///   drop it). Both are reported in the returned list.
-    pub fn load(config: &BertConfig, tensors: &mut TensorMap, device: &Device) -> (Self, Vec<String>) {
+    ///   drop it).
+    pub fn load(config: &BertConfig, tensors: &mut TensorMap, device: &Device) -> (Self, LoadNotes) {
         let prefix = if tensors.names().any(|n| n.starts_with("bert.")) { "bert." } else { "" };
         let is_classifier = config.architectures.iter().any(|a| a == "BertForSequenceClassification");
-        let mut initialised = Vec::new();
+        let mut notes = LoadNotes::default();
         tensors.discard(&format!("{prefix}embeddings.position_ids"));
+        let pretraining_heads: Vec<String> =
+            tensors.names().filter(|n| n.starts_with("cls.predictions.") || n.starts_with("cls.seq_relationship.")).cloned().collect();
+        if !pretraining_heads.is_empty() {
+            notes.ignored.push(format!("{} tensors of the pre-training heads cls.predictions.*, cls.seq_relationship.*", pretraining_heads.len()));
+        }
+        for name in &pretraining_heads {
+            tensors.discard(name);
+        }
         let mut b = Builder { tensors, device, next_id: 0, config };
         let d = config.hidden_size;
         let p = prefix;
@@ -208,13 +249,13 @@ impl BertRewardModel {
         let pooler = if is_classifier || b.tensors.contains(&format!("{pooler_name}.weight")) {
             b.linear(&pooler_name, d, d)
         } else {
-            initialised.push(format!("{pooler_name}.{{weight,bias}} (absent from the backbone)"));
+            notes.initialised.push(format!("{pooler_name}.{{weight,bias}} (absent from the backbone)"));
             b.fresh_linear(d, d)
         };
         let classifier = if is_classifier {
             b.linear("classifier", d, 1)
         } else {
-            initialised.push("classifier.{weight,bias} (new reward head)".to_string());
+            notes.initialised.push("classifier.{weight,bias} (new reward head)".to_string());
             b.fresh_linear(d, 1)
         };
         let model = BertRewardModel {
@@ -224,69 +265,7 @@ impl BertRewardModel {
             head_dropout: config.head_dropout(),
             classifier,
         };
-        (model, initialised)
-    }
-
-    /// Every parameter as `(hf_name, shape in HF layout, values)`, in the layout of a
-    /// `BertForSequenceClassification` checkpoint.
-    pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-        let mut out = Vec::new();
-        let e = &self.embeddings;
-        push_param(&mut out, "bert.embeddings.word_embeddings.weight", &e.word.weight);
-        push_param(&mut out, "bert.embeddings.position_embeddings.weight", &e.position.weight);
-        push_param(&mut out, "bert.embeddings.token_type_embeddings.weight", &e.token_type.weight);
-        push_norm(&mut out, "bert.embeddings.LayerNorm", &e.layer_norm);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let l = format!("bert.encoder.layer.{i}");
-            push_linear(&mut out, &format!("{l}.attention.self.query"), &layer.attention.query);
-            push_linear(&mut out, &format!("{l}.attention.self.key"), &layer.attention.key);
-            push_linear(&mut out, &format!("{l}.attention.self.value"), &layer.attention.value);
-            push_linear(&mut out, &format!("{l}.attention.output.dense"), &layer.attention.output);
-            push_norm(&mut out, &format!("{l}.attention.output.LayerNorm"), &layer.attention_norm);
-            push_linear(&mut out, &format!("{l}.intermediate.dense"), &layer.intermediate);
-            push_linear(&mut out, &format!("{l}.output.dense"), &layer.output);
-            push_norm(&mut out, &format!("{l}.output.LayerNorm"), &layer.output_norm);
-        }
-        push_linear(&mut out, "bert.pooler.dense", &self.pooler);
-        push_linear(&mut out, "classifier", &self.classifier);
-        out
-    }
-
-    /// Ids of the parameters transformers' Trainer exempts from weight decay (biases and LayerNorm
-    /// weights, `get_decay_parameter_names`).
-    pub fn no_decay_param_ids(&self) -> Vec<ParamId> {
-        let mut ids = Vec::new();
-        let mut norm = |n: &LayerNorm| {
-            ids.push(n.gamma.id);
-            ids.extend(n.beta.as_ref().map(|b| b.id));
-        };
-        norm(&self.embeddings.layer_norm);
-        for layer in &self.layers {
-            norm(&layer.attention_norm);
-            norm(&layer.output_norm);
-        }
-        let mut ids_bias = Vec::new();
-        let mut bias = |l: &Linear| ids_bias.extend(l.bias.as_ref().map(|b| b.id));
-        for layer in &self.layers {
-            let a = &layer.attention;
-            for l in [&a.query, &a.key, &a.value, &a.output, &layer.intermediate, &layer.output] {
-                bias(l);
-            }
-        }
-        bias(&self.pooler);
-        bias(&self.classifier);
-        ids.extend(ids_bias);
-        ids
-    }
-
-    /// Ids of the head's parameters (pooler + classifier), for LP-FT's linear probe.
-    pub fn head_param_ids(&self) -> Vec<ParamId> {
-        let mut ids = Vec::new();
-        for l in [&self.pooler, &self.classifier] {
-            ids.push(l.weight.id);
-            ids.extend(l.bias.as_ref().map(|b| b.id));
-        }
-        ids
+        (model, notes)
     }
 }
 
@@ -365,29 +344,16 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-fn values<const D: usize>(p: &Param<Tensor<D>>) -> (Vec<usize>, Vec<f32>) {
-    let t = p.val();
-    let shape = t.dims().to_vec();
-    (shape, t.into_data().convert::<f32>().try_to_vec::<f32>().expect("a float tensor converts to f32"))
-}
-
-fn push_param<const D: usize>(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: &str, p: &Param<Tensor<D>>) {
-    let (shape, v) = values(p);
-    out.push((name.to_string(), shape, v));
-}
-
-fn push_norm(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: &str, n: &LayerNorm) {
-    push_param(out, &format!("{name}.weight"), &n.gamma);
+fn push_norm<'a>(out: &mut Vec<(String, HfParam<'a>)>, name: &str, n: &'a LayerNorm) {
+    out.push((format!("{name}.weight"), HfParam::Vector(&n.gamma)));
     if let Some(b) = &n.beta {
-        push_param(out, &format!("{name}.bias"), b);
+        out.push((format!("{name}.bias"), HfParam::Vector(b)));
     }
 }
 
-fn push_linear(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, name: &str, l: &Linear) {
-    let (shape, v) = values(&l.weight);
-    let (d_in, d_out) = (shape[0], shape[1]);
-    out.push((format!("{name}.weight"), vec![d_out, d_in], transpose(&v, d_in, d_out)));
+fn push_linear<'a>(out: &mut Vec<(String, HfParam<'a>)>, name: &str, l: &'a Linear) {
+    out.push((format!("{name}.weight"), HfParam::LinearWeight(&l.weight)));
     if let Some(b) = &l.bias {
-        push_param(out, &format!("{name}.bias"), b);
+        out.push((format!("{name}.bias"), HfParam::Vector(b)));
     }
 }

@@ -62,11 +62,24 @@ impl BertConfig {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, e))?;
         let raw: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&text).map_err(|e| ModelError::file(path, format!("invalid JSON: {e}")))?;
+        Self::from_map(path, raw)
+    }
+
+    /// The config from `config.json`'s parsed object (`path` names it in errors).
+    pub fn from_map(path: &Path, raw: serde_json::Map<String, serde_json::Value>) -> Result<Self, ModelError> {
         let mut config: BertConfig = serde_json::from_value(serde_json::Value::Object(raw.clone()))
             .map_err(|e| ModelError::file(path, format!("not a BERT config: {e}")))?;
         config.raw = raw;
         config.validate().map_err(|m| ModelError::file(path, m))?;
         Ok(config)
+    }
+
+    /// Hidden, attention and classifier dropout all set to `p`.
+    pub fn set_dropout(&mut self, p: f64) {
+        self.hidden_dropout_prob = p;
+        self.attention_probs_dropout_prob = p;
+        self.classifier_dropout = Some(p);
+        self.raw.insert("classifier_dropout".into(), serde_json::json!(p));
     }
 
     fn validate(&self) -> Result<(), String> {

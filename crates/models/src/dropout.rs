@@ -5,6 +5,7 @@
 //! bit-for-bit reproducible (and resumable) whatever the thread schedule.
 
 use burn::tensor::{Tensor, TensorData};
+use rmtrain_core::splitmix64;
 
 /// Dropout state of one forward pass: every dropout site asks it for the next mask.
 pub struct DropoutRng {
@@ -35,13 +36,6 @@ impl DropoutRng {
         let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
         x * mask
     }
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -1,18 +1,21 @@
-//! Reward models on Burn: the BERT family (BERT, MiniLM) with the exact
-//! `BertForSequenceClassification` head, strict HF safetensors loading and saving, and the HF
-//! tokenizer with our own padding. A checkpoint is an HF folder transformers can load.
+//! Reward models on Burn: one trait every family implements ([`RewardNet`]), the BERT family
+//! (BERT, MiniLM) with the exact `BertForSequenceClassification` head, strict HF safetensors
+//! loading and saving, and the HF tokenizer with our own padding. A checkpoint is an HF folder
+//! transformers can load.
 
 pub mod bert;
 pub mod config;
 pub mod dropout;
 pub mod hf;
 pub mod reward_model;
+pub mod reward_net;
 pub mod tokenizer;
 
 pub use bert::BertRewardModel;
 pub use config::BertConfig;
 pub use dropout::DropoutRng;
 pub use reward_model::{RewardModel, ScoreOptions};
+pub use reward_net::{is_no_decay, HfParam, LoadNotes, ModelConfig, Pooling, RewardNet, RewardNetwork};
 pub use tokenizer::{Batch, RmTokenizer};
 
 use std::path::PathBuf;

@@ -1,10 +1,11 @@
 //! A reward model as a folder: HF `config.json` + `model.safetensors` + `tokenizer.json`. Loads
-//! strictly, scores texts (length-bucketed batches, results in input order), and writes itself
-//! back as an HF folder that transformers loads as `BertForSequenceClassification`.
+//! strictly (the family chosen by `model_type`), scores texts (length-bucketed batches, results in
+//! input order), and writes itself back as an HF folder transformers loads as the family's
+//! sequence classifier (`BertForSequenceClassification`).
 
 use crate::bert::BertRewardModel;
-use crate::config::BertConfig;
 use crate::hf::{write_safetensors, TensorMap};
+use crate::reward_net::{LoadNotes, ModelConfig, RewardNet, RewardNetwork};
 use crate::tokenizer::RmTokenizer;
 use crate::ModelError;
 use burn::module::Module;
@@ -16,15 +17,15 @@ use std::path::{Path, PathBuf};
 const TOKENIZER_FILES: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
 
 pub struct RewardModel {
-    pub config: BertConfig,
-    pub net: BertRewardModel,
+    pub config: ModelConfig,
+    pub net: RewardNetwork,
     pub tokenizer: RmTokenizer,
     /// Folder it was loaded from (tokenizer files are copied from here on save).
     pub source_dir: PathBuf,
     /// sha256 of the weights file it was loaded from.
     pub weights_sha256: String,
-    /// Parameters that were initialised rather than loaded (a backbone's new head).
-    pub initialised: Vec<String>,
+    /// Parameters initialised rather than loaded (a backbone's new head), tensors ignored.
+    pub notes: LoadNotes,
 }
 
 #[derive(Debug, Clone)]
@@ -54,12 +55,9 @@ impl RewardModel {
         if !dir.is_dir() {
             return Err(ModelError::file(dir, "not a model folder (it does not exist or is not a directory)"));
         }
-        let mut config = BertConfig::from_file(&dir.join("config.json"))?;
+        let mut config = ModelConfig::from_file(&dir.join("config.json"))?;
         if let Some(p) = dropout {
-            config.hidden_dropout_prob = p;
-            config.attention_probs_dropout_prob = p;
-            config.classifier_dropout = Some(p);
-            config.raw.insert("classifier_dropout".into(), serde_json::json!(p));
+            config.set_dropout(p);
         }
         let weights = dir.join("model.safetensors");
         let tensors = TensorMap::read(&weights)?;
@@ -70,28 +68,52 @@ impl RewardModel {
     /// A model from `dir`'s config and tokenizer with weights given in memory (HF names and
     /// layout), e.g. a point on the line between two checkpoints.
     pub fn load_from_rows(dir: &Path, rows: Vec<(String, Vec<usize>, Vec<f32>)>, max_length: usize, device: &Device) -> Result<Self, ModelError> {
-        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let tensors = TensorMap::from_rows(&dir.join("model.safetensors"), rows);
         Self::build(dir, config, tensors, String::new(), max_length, device)
     }
 
-    fn build(dir: &Path, config: BertConfig, mut tensors: TensorMap, weights_sha256: String, max_length: usize, device: &Device) -> Result<Self, ModelError> {
-        let (net, initialised) = BertRewardModel::load(&config, &mut tensors, device);
+    fn build(dir: &Path, config: ModelConfig, mut tensors: TensorMap, weights_sha256: String, max_length: usize, device: &Device) -> Result<Self, ModelError> {
+        let (net, notes) = match &config {
+            ModelConfig::Bert(c) => {
+                let (net, notes) = BertRewardModel::load(c, &mut tensors, device);
+                (RewardNetwork::Bert(net), notes)
+            }
+        };
         tensors.finish()?;
-        let max_length = max_length.min(config.max_position_embeddings);
-        let tokenizer = RmTokenizer::from_file(&dir.join("tokenizer.json"), max_length, config.pad_token_id)?;
-        Ok(Self { config, net, tokenizer, source_dir: dir.to_path_buf(), weights_sha256, initialised })
+        let max_length = max_length.min(config.max_position_embeddings());
+        let tokenizer = RmTokenizer::from_file(&dir.join("tokenizer.json"), max_length, config.pad_token_id())?;
+        Ok(Self { config, net, tokenizer, source_dir: dir.to_path_buf(), weights_sha256, notes })
+    }
+
+    /// A model whose weights are `net` (a training state), with this model's config and tokenizer.
+    pub fn with_net(&self, net: RewardNetwork) -> Self {
+        Self {
+            config: self.config.clone(),
+            net,
+            tokenizer: self.tokenizer.clone(),
+            source_dir: self.source_dir.clone(),
+            weights_sha256: String::new(),
+            notes: LoadNotes::default(),
+        }
     }
 
     /// Rewards of `texts` in their order, with the current weights in inference mode.
     pub fn score_texts(&self, texts: &[&str], opts: &ScoreOptions) -> Result<Vec<f32>, ModelError> {
+        Ok(self.score_texts_counting(texts, opts)?.0)
+    }
+
+    /// As [`score_texts`](Self::score_texts), also counting the texts longer than `max_length`
+    /// tokens, which were truncated (cut from the right, as transformers does; TRL's
+    /// RewardTrainer drops such pairs from training instead).
+    pub fn score_texts_counting(&self, texts: &[&str], opts: &ScoreOptions) -> Result<(Vec<f32>, usize), ModelError> {
         let net = self.net.valid();
-        let ids = self.tokenizer.encode_all(texts)?;
+        let (ids, truncated) = self.tokenizer.encode_all_counting(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let chunks: Vec<&[usize]> = order.chunks(opts.batch_size.max(1)).collect();
         let threads = opts.threads.clamp(1, chunks.len().max(1));
-        let device = net.classifier.weight.val().device();
+        let device = net.devices().into_iter().next().expect("a model has parameters on a device");
         // Thread t scores chunks t, t + threads, ...; every reward lands in its input slot.
         let scored: Vec<Vec<(usize, f32)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
@@ -115,7 +137,7 @@ impl RewardModel {
         for (i, r) in scored.into_iter().flatten() {
             rewards[i] = r;
         }
-        Ok(rewards)
+        Ok((rewards, truncated))
     }
 
     /// Writes the HF folder (config.json, model.safetensors, tokenizer files) into `dir`.
@@ -126,7 +148,7 @@ impl RewardModel {
 
 /// Writes `net` as an HF folder into `dir` (which must exist; callers write into an `AtomicDir`),
 /// copying the tokenizer files from `source_dir`.
-pub fn save_hf(dir: &Path, config: &BertConfig, net: &BertRewardModel, source_dir: &Path) -> Result<(), ModelError> {
+pub fn save_hf(dir: &Path, config: &ModelConfig, net: &RewardNetwork, source_dir: &Path) -> Result<(), ModelError> {
     write_safetensors(&dir.join("model.safetensors"), &net.hf_tensors())?;
     rmtrain_core::write_json_atomic(&dir.join("config.json"), &config.to_checkpoint_json())?;
     if !source_dir.join("tokenizer.json").is_file() {

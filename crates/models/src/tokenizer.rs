@@ -75,6 +75,26 @@ impl RmTokenizer {
         texts.iter().map(|t| self.encode(t)).collect()
     }
 
+    /// Ids of one text and whether it was longer than `max_length` (and so truncated).
+    pub fn encode_counting(&self, text: &str) -> Result<(Vec<u32>, bool), ModelError> {
+        let enc = self.inner.encode(text, true).map_err(|e| ModelError::file(&self.path, format!("cannot encode text: {e}")))?;
+        Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
+    }
+
+    /// Ids of every text and how many of them were truncated.
+    pub fn encode_all_counting(&self, texts: &[&str]) -> Result<(Vec<Vec<u32>>, usize), ModelError> {
+        let mut truncated = 0;
+        let ids = texts
+            .iter()
+            .map(|t| {
+                let (ids, cut) = self.encode_counting(t)?;
+                truncated += usize::from(cut);
+                Ok(ids)
+            })
+            .collect::<Result<_, ModelError>>()?;
+        Ok((ids, truncated))
+    }
+
     /// Right-pads sequences to the longest one.
     pub fn collate(&self, seqs: &[&[u32]]) -> Batch {
         let seq = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);

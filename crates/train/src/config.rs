@@ -33,9 +33,12 @@ pub struct TrainConfig {
     /// Overrides warmup_ratio when set.
     pub warmup_steps: Option<u64>,
     pub schedule: Schedule,
-    /// Global L2 norm over all gradients (torch `clip_grad_norm_`); None = no clipping.
-    pub max_grad_norm: Option<f64>,
-    /// Stop after this many optimizer steps (the schedule still spans the full run).
+    /// Clip the global L2 norm over all gradients to this (torch `clip_grad_norm_`, as
+    /// transformers' Trainer). 0 switches clipping off (as `max_grad_norm = 0` does in transformers);
+    /// absent = 1.0, transformers' default.
+    pub max_grad_norm: f64,
+    /// Stop after this many optimizer steps (the schedule still spans the full run); 0 saves the
+    /// starting weights as they are (a new head without a probe).
     pub max_steps: Option<u64>,
     /// Use only the first N train pairs (the importer writes them in random order).
     pub max_train_pairs: Option<usize>,
@@ -45,6 +48,9 @@ pub struct TrainConfig {
     pub replicas: usize,
     /// Seeds data order, dropout and any new head's init.
     pub seed: u64,
+    /// Visit the pairs in a seeded random order each epoch (transformers' default); false = the
+    /// file order, every epoch (for step-by-step comparisons with another trainer).
+    pub shuffle: bool,
     /// Seeds the data order alone when set (WARM varies it apart from the seed).
     pub data_seed: Option<u64>,
     /// Overrides the config's hidden/attention/classifier dropout (WARM's diversity axis).
@@ -89,11 +95,12 @@ impl Default for TrainConfig {
             warmup_ratio: 0.1,
             warmup_steps: None,
             schedule: Schedule::Linear,
-            max_grad_norm: Some(1.0),
+            max_grad_norm: 1.0,
             max_steps: None,
             max_train_pairs: None,
             replicas: 2,
             seed: 0,
+            shuffle: true,
             data_seed: None,
             dropout: None,
             max_length: 128,
@@ -108,7 +115,31 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The clipping threshold, None when clipping is off.
+    pub fn clip_norm(&self) -> Option<f64> {
+        (self.max_grad_norm > 0.0).then_some(self.max_grad_norm)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return Err(format!("train.max_grad_norm must be ≥ 0 (0 = no clipping), got {}", self.max_grad_norm));
+        }
+        for (name, v) in [("weight_decay", self.weight_decay), ("adam_epsilon", self.adam_epsilon)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(format!("train.{name} must be ≥ 0, got {v}"));
+            }
+        }
+        for (name, v) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("train.{name} must be in [0, 1), got {v}"));
+            }
+        }
+        if self.replicas == 0 {
+            return Err("train.replicas must be at least 1".into());
+        }
+        if self.max_train_pairs == Some(0) {
+            return Err("train.max_train_pairs must be at least 1".into());
+        }
         if self.batch_size == 0 || self.grad_accum == 0 || self.batch_size % self.grad_accum != 0 {
             return Err(format!(
                 "train.batch_size ({}) must be a positive multiple of train.grad_accum ({})",

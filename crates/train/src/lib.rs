@@ -24,4 +24,7 @@ pub enum TrainError {
     Config(String),
     #[error("{path}: {message}")]
     State { path: std::path::PathBuf, message: String },
+    /// Training diverged: stopped before the step that would have written NaN/inf into the model.
+    #[error("training diverged at step {step}: the {what} is not finite ({value}); nothing was saved for this step (lower train.lr, or check the data)")]
+    NonFinite { step: u64, what: String, value: f64 },
 }

@@ -1,11 +1,18 @@
-//! The training loop, flat and explicit (forward → loss → backward → clip → step), one screen:
-//! Bradley–Terry on (chosen, rejected) batches encoded together as TRL does, AdamW with
-//! transformers' no-decay group, warm-up + decay, torch-style global-norm clipping, gradient
-//! accumulation, periodic evaluation, metrics JSONL, checkpoints and exact resume.
+//! The training loop, flat and explicit: Bradley–Terry on (chosen, rejected) batches encoded
+//! together as TRL does, AdamW with transformers' no-decay group, warm-up + decay, torch-style
+//! global-norm clipping, gradient accumulation, periodic evaluation, metrics JSONL, checkpoints
+//! and exact resume. [`train`] reads as its four steps:
 //!
-//! Reproducibility: data order is a seeded permutation per epoch, and the device RNG (dropout) is
-//! re-seeded from (seed, step, micro-batch) before every forward, so a resumed run draws exactly
-//! what the uninterrupted run drew.
+//! 1. [`Run::prepare`]: resume from the newest checkpoint or start from the init folder; encode
+//!    the pairs; build the optimizer;
+//! 2. [`Run::step`]: forward + backward of every micro-batch (split over replicas), global-norm
+//!    clipping, the non-finite guard, the optimizer step;
+//! 3. [`Run::after_step`]: metrics line, periodic evaluation, checkpoint;
+//! 4. [`Run::finish`]: final evaluation, reward statistics, the `model/` folder.
+//!
+//! Reproducibility: data order is a seeded permutation per epoch (or the file order with
+//! `shuffle = false`), and dropout masks are drawn from (seed, step, micro-batch, replica), so a
+//! resumed run draws exactly what the uninterrupted run drew.
 
 use crate::checkpoint::{self, TrainerState, OPTIMIZER_FILE, STATE_DIR, TRAINER_STATE_FILE};
 use crate::config::TrainConfig;
@@ -18,12 +25,10 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOpti
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rmtrain_core::{AtomicDir, Manifest, MetricsLog};
+use rmtrain_core::{mix_seed, AtomicDir, Manifest, MetricsLog};
 use rmtrain_data::Pair;
-use rmtrain_models::bert::BertRewardModel;
-use rmtrain_models::reward_model::save_hf;
-use rmtrain_models::{DropoutRng, RewardModel, ScoreOptions};
-use std::path::{Path, PathBuf};
+use rmtrain_models::{DropoutRng, RewardModel, RewardNet, RewardNetwork, ScoreOptions};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Which parameters learn: all (fine-tuning) or only the head (the linear probe of LP-FT).
@@ -60,11 +65,23 @@ pub struct TrainOutcome {
     pub steps: u64,
     pub final_metrics: serde_json::Value,
     pub wall_seconds: f64,
+    /// Train pairs with a side longer than `max_length` tokens (trained on truncated).
+    pub truncated_pairs: usize,
+}
+
+/// Trains one reward model: prepare (or resume) → steps → finish.
+pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
+    let mut run = Run::prepare(&req)?;
+    while run.step < run.last_step {
+        let stats = run.step(&req)?;
+        run.after_step(&req, stats)?;
+    }
+    run.finish(&req)
 }
 
 /// sha256 of the settings a resumed run must share with the run it continues: the resolved config
 /// less what only says when to stop, evaluate, save or log.
-fn resume_fingerprint(cfg: &TrainConfig, trainable: Trainable) -> String {
+pub fn resume_fingerprint(cfg: &TrainConfig, trainable: Trainable) -> String {
     let mut v = serde_json::to_value(cfg).expect("the config serializes");
     if let Some(m) = v.as_object_mut() {
         for k in ["max_steps", "eval_every", "eval_max_pairs", "save_every", "keep_checkpoints", "log_every"] {
@@ -75,251 +92,410 @@ fn resume_fingerprint(cfg: &TrainConfig, trainable: Trainable) -> String {
     rmtrain_core::sha256_bytes(v.to_string().as_bytes())
 }
 
-/// Mixes a seed with counters into a new seed (splitmix64 finaliser).
-pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// What differs between a checkpoint's state and the run `req` asks for (empty = resumable).
+fn resume_mismatches(state: &TrainerState, req: &TrainRequest, init_sha: &str, config_sha: &str) -> Vec<&'static str> {
+    [
+        ("seed", state.seed != req.config.seed),
+        ("train data", state.train_data_sha256 != req.train_data_sha256),
+        ("init weights", state.init_weights_sha256 != init_sha),
+        ("training settings", state.config_sha256 != config_sha),
+    ]
+    .into_iter()
+    .filter(|(_, differs)| *differs)
+    .map(|(what, _)| what)
+    .collect()
 }
 
-fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+/// Whether the newest checkpoint in `req.out` is a stop of exactly the run `req` asks for (same
+/// seed, data, init weights and settings), so resuming it continues that run. A checkpoint of
+/// other settings (a recipe changed since) is not: the run must start fresh.
+pub fn can_resume(req: &TrainRequest) -> Result<bool, TrainError> {
+    let Some((_, dir)) = checkpoint::list_checkpoints(&req.out).pop() else { return Ok(false) };
+    let Ok(state) = checkpoint::read_state(&dir) else { return Ok(false) };
+    let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
+    Ok(resume_mismatches(&state, req, &init_sha, &resume_fingerprint(&req.config, req.trainable)).is_empty())
+}
+
+/// The pairs of each epoch in the order they are used: a seeded permutation, or the file order.
+fn epoch_order(n: usize, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(mix_seed(seed, 0xDA7A, epoch)));
+    if shuffle {
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(mix_seed(seed, 0xDA7A, epoch)));
+    }
     order
 }
 
-pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
-    let cfg = &req.config;
-    cfg.validate().map_err(TrainError::Config)?;
-    let started = Instant::now();
-    let ad = req.device.clone().autodiff();
-    ad.seed(mix_seed(cfg.seed, 0x1417, 0)); // a new head's init (dropout uses DropoutRng, per step)
+/// What one optimizer step measured.
+struct StepStats {
+    lr: f64,
+    grad_norm: f64,
+    tokens: usize,
+    seconds: f64,
+}
 
-    // Resume: the newest checkpoint's weights, optimizer and step; else the init folder.
-    let resume_from = if req.resume { checkpoint::list_checkpoints(&req.out).pop() } else { None };
-    if req.resume && resume_from.is_none() {
-        return Err(TrainError::Config(format!("--resume: no checkpoint under {}", checkpoint::checkpoints_dir(&req.out).display())));
-    }
-    if !req.resume {
-        // A fresh run into a used folder starts clean: old checkpoints would otherwise be pruned
-        // against (or resumed in place of) this run's, and metrics.jsonl would mix two runs.
-        let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(&req.out));
-        let _ = std::fs::remove_file(req.out.join("metrics.jsonl"));
-    }
-    let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
-    let config_sha = resume_fingerprint(cfg, req.trainable);
-    let (load_dir, state) = match &resume_from {
-        Some((_, dir)) => {
-            let state = checkpoint::read_state(dir)?;
-            let differs = [
-                ("seed", state.seed != cfg.seed),
-                ("train data", state.train_data_sha256 != req.train_data_sha256),
-                ("init weights", state.init_weights_sha256 != init_sha),
-                ("training settings", state.config_sha256 != config_sha),
-            ];
-            let what: Vec<&str> = differs.iter().filter(|(_, d)| *d).map(|(w, _)| *w).collect();
+/// Everything a run carries from one step to the next.
+struct Run {
+    cfg: TrainConfig,
+    /// Config, tokenizer and source folder of the model; its `net` is replaced by the trained one
+    /// whenever a model is needed (evaluation, saving).
+    template: RewardModel,
+    net: RewardNetwork,
+    optim: ModuleOptimizer,
+    /// Autodiff wrapper of the request's device.
+    ad: Device,
+    /// Token ids of (chosen, rejected) of every train pair in use.
+    encoded: Vec<(Vec<u32>, Vec<u32>)>,
+    truncated_pairs: usize,
+    /// Only these parameters learn (the head, for a linear probe); None = all.
+    trainable_ids: Option<Vec<ParamId>>,
+    step: u64,
+    last_step: u64,
+    total_steps: u64,
+    steps_per_epoch: u64,
+    warmup: u64,
+    order: Vec<usize>,
+    order_epoch: u64,
+    init_sha: String,
+    config_sha: String,
+    log: MetricsLog,
+    window: Window,
+    bar: indicatif::ProgressBar,
+    started: Instant,
+}
+
+impl Run {
+    /// Resume from the newest checkpoint (refusing one of other settings) or start from the init
+    /// folder; encode the pairs; build AdamW with transformers' no-decay group.
+    fn prepare(req: &TrainRequest) -> Result<Self, TrainError> {
+        let cfg = req.config.clone();
+        cfg.validate().map_err(TrainError::Config)?;
+        let started = Instant::now();
+        let ad = req.device.clone().autodiff();
+        ad.seed(mix_seed(cfg.seed, 0x1417, 0)); // a new head's init (dropout uses DropoutRng, per step)
+
+        let resume_from = if req.resume { checkpoint::list_checkpoints(&req.out).pop() } else { None };
+        if req.resume && resume_from.is_none() {
+            return Err(TrainError::Config(format!("--resume: no checkpoint under {}", checkpoint::checkpoints_dir(&req.out).display())));
+        }
+        if !req.resume {
+            // A fresh run into a used folder starts clean: old checkpoints would otherwise be pruned
+            // against (or resumed in place of) this run's, and metrics.jsonl would mix two runs.
+            let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(&req.out));
+            let _ = std::fs::remove_file(req.out.join("metrics.jsonl"));
+        }
+        let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
+        let config_sha = resume_fingerprint(&cfg, req.trainable);
+        let state = match &resume_from {
+            Some((_, dir)) => Some(checkpoint::read_state(dir)?),
+            None => None,
+        };
+        if let (Some(state), Some((_, dir))) = (&state, &resume_from) {
+            let what = resume_mismatches(state, req, &init_sha, &config_sha);
             if !what.is_empty() {
                 return Err(TrainError::State {
                     path: dir.join(STATE_DIR).join(TRAINER_STATE_FILE),
                     message: format!("--resume: {} differ from the run being resumed", what.join(", ")),
                 });
             }
-            (dir.clone(), Some(state))
         }
-        None => (req.init.clone(), None),
-    };
-    let rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;
-    let RewardModel { config: bert_config, net, tokenizer, initialised, .. } = rm;
-    // Tokenizer files are always copied from the init folder: a resumed run's checkpoint folder
-    // may be pruned while the run goes on.
-    let source_dir = req.init.clone();
-    let mut net = net;
+        let load_dir = resume_from.as_ref().map_or(req.init.clone(), |(_, dir)| dir.clone());
+        let mut rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;
+        // Tokenizer files are always copied from the init folder: a resumed run's checkpoint folder
+        // may be pruned while the run goes on.
+        rm.source_dir = req.init.clone();
+        let net = rm.net.clone();
 
-    let pairs: &[Pair] = match cfg.max_train_pairs {
-        Some(n) => &req.train_pairs[..n.min(req.train_pairs.len())],
-        None => &req.train_pairs,
-    };
-    if pairs.is_empty() {
-        return Err(TrainError::Config("no train pairs".into()));
-    }
-    let encoded: Vec<(Vec<u32>, Vec<u32>)> = pairs
-        .iter()
-        .map(|p| Ok((tokenizer.encode(&p.chosen_text())?, tokenizer.encode(&p.rejected_text())?)))
-        .collect::<Result<_, rmtrain_models::ModelError>>()?;
-    let steps_per_epoch = pairs.len().div_ceil(cfg.batch_size) as u64;
-    let total_steps = steps_per_epoch * cfg.epochs as u64;
-    let last_step = cfg.max_steps.map_or(total_steps, |m| m.min(total_steps));
-    let warmup = warmup_steps(cfg.warmup_ratio, cfg.warmup_steps, total_steps);
-
-    let adamw = |wd: f64| {
-        AdamWConfig::new()
-            .with_beta_1(cfg.adam_beta1 as f32)
-            .with_beta_2(cfg.adam_beta2 as f32)
-            .with_epsilon(cfg.adam_epsilon as f32)
-            .with_weight_decay(wd as f32)
-    };
-    let mut optim: ModuleOptimizer =
-        adamw(cfg.weight_decay).init().with_group(ParamGroup::from_ids(net.no_decay_param_ids()), adamw(0.0).build(), None);
-    let trainable_ids: Option<Vec<ParamId>> = (req.trainable == Trainable::HeadOnly).then(|| net.head_param_ids());
-
-    let mut step = 0u64;
-    if let (Some(state), Some((_, dir))) = (&state, &resume_from) {
-        let path = dir.join(STATE_DIR).join(OPTIMIZER_FILE);
-        optim = optim.load(&path).map_err(|e| TrainError::State { path: path.clone(), message: format!("{e:?}") })?;
-        step = state.step;
-        MetricsLog::truncate_after(&req.out.join("metrics.jsonl"), step)?;
-    }
-    let mut log = MetricsLog::append(&req.out.join("metrics.jsonl"))?;
-    let bar = progress_bar(req.progress, last_step, step);
-    let score_opts = ScoreOptions::default();
-    let mut window = Window::default();
-    let mut order = epoch_order(pairs.len(), cfg.data_seed.unwrap_or(cfg.seed), step / steps_per_epoch.max(1));
-    let mut order_epoch = step / steps_per_epoch;
-    let micro = cfg.batch_size / cfg.grad_accum;
-
-    let manifest_for = |step: u64, final_metrics: serde_json::Value| Manifest {
-        rmtrain_version: env!("CARGO_PKG_VERSION").into(),
-        kind: "train".into(),
-        recipe: req.recipe.clone(),
-        seed: cfg.seed,
-        step,
-        train_data_sha256: req.train_data_sha256.clone(),
-        init_weights_sha256: Some(init_sha.clone()),
-        pooling: "bert_pooler_cls".into(),
-        final_metrics,
-        max_length: Some(cfg.max_length),
-        train_config: serde_json::to_value(cfg).expect("the config serializes"),
-        ..Default::default()
-    };
-
-    while step < last_step {
-        let epoch = step / steps_per_epoch;
-        if epoch != order_epoch {
-            order = epoch_order(pairs.len(), cfg.data_seed.unwrap_or(cfg.seed), epoch);
-            order_epoch = epoch;
+        let pairs = used_pairs(&cfg, &req.train_pairs);
+        if pairs.is_empty() {
+            return Err(TrainError::Config("no train pairs".into()));
         }
-        let pos = (step % steps_per_epoch) as usize;
-        let batch: Vec<usize> = order[pos * cfg.batch_size..((pos + 1) * cfg.batch_size).min(pairs.len())].to_vec();
-        let lr = learning_rate(cfg.schedule, cfg.lr, step, warmup, total_steps);
+        let mut truncated_pairs = 0;
+        let mut encoded = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            let (chosen, cut_c) = rm.tokenizer.encode_counting(&p.chosen_text())?;
+            let (rejected, cut_r) = rm.tokenizer.encode_counting(&p.rejected_text())?;
+            truncated_pairs += usize::from(cut_c || cut_r);
+            encoded.push((chosen, rejected));
+        }
+        let steps_per_epoch = pairs.len().div_ceil(cfg.batch_size) as u64;
+        let total_steps = steps_per_epoch * cfg.epochs as u64;
+        let last_step = cfg.max_steps.map_or(total_steps, |m| m.min(total_steps));
+        let warmup = warmup_steps(cfg.warmup_ratio, cfg.warmup_steps, total_steps);
+
+        let adamw = |wd: f64| {
+            AdamWConfig::new()
+                .with_beta_1(cfg.adam_beta1 as f32)
+                .with_beta_2(cfg.adam_beta2 as f32)
+                .with_epsilon(cfg.adam_epsilon as f32)
+                .with_weight_decay(wd as f32)
+        };
+        let mut optim: ModuleOptimizer =
+            adamw(cfg.weight_decay).init().with_group(ParamGroup::from_ids(net.no_decay_param_ids()), adamw(0.0).build(), None);
+        let trainable_ids = (req.trainable == Trainable::HeadOnly).then(|| net.head_param_ids());
+
+        let mut step = 0u64;
+        if let (Some(state), Some((_, dir))) = (&state, &resume_from) {
+            let path = dir.join(STATE_DIR).join(OPTIMIZER_FILE);
+            optim = optim.load(&path).map_err(|e| TrainError::State { path: path.clone(), message: format!("{e:?}") })?;
+            step = state.step;
+            MetricsLog::truncate_after(&req.out.join("metrics.jsonl"), step)?;
+        }
+        let mut log = MetricsLog::append(&req.out.join("metrics.jsonl"))?;
+        log.log(&serde_json::json!({
+            "step": step, "event": if step > 0 { "resume" } else { "start" },
+            "train_pairs": pairs.len(), "truncated_pairs": truncated_pairs, "max_length": cfg.max_length,
+        }))?;
+        if truncated_pairs > 0 && req.progress {
+            eprintln!(
+                "train: {truncated_pairs} of {} train pairs have a side longer than max_length = {} tokens: trained on truncated (cut from the right; TRL would drop them)",
+                pairs.len(),
+                cfg.max_length
+            );
+        }
+        let bar = rmtrain_core::progress_bar(req.progress, "train", "steps", last_step, step);
+        let order_epoch = step / steps_per_epoch;
+        let order = epoch_order(pairs.len(), cfg.shuffle, cfg.data_seed.unwrap_or(cfg.seed), order_epoch);
+        Ok(Self {
+            template: rm,
+            net,
+            optim,
+            ad,
+            encoded,
+            truncated_pairs,
+            trainable_ids,
+            step,
+            last_step,
+            total_steps,
+            steps_per_epoch,
+            warmup,
+            order,
+            order_epoch,
+            init_sha,
+            config_sha,
+            log,
+            window: Window::default(),
+            bar,
+            started,
+            cfg,
+        })
+    }
+
+    /// One optimizer step: every micro-batch's pairs split over replicas (forward + backward in
+    /// parallel threads, gradients summed in replica order), then clip, guard, AdamW.
+    fn step(&mut self, req: &TrainRequest) -> Result<StepStats, TrainError> {
+        let cfg = &self.cfg;
+        let epoch = self.step / self.steps_per_epoch;
+        if epoch != self.order_epoch {
+            self.order = epoch_order(self.encoded.len(), cfg.shuffle, cfg.data_seed.unwrap_or(cfg.seed), epoch);
+            self.order_epoch = epoch;
+        }
+        let pos = (self.step % self.steps_per_epoch) as usize;
+        let batch: Vec<usize> = self.order[pos * cfg.batch_size..((pos + 1) * cfg.batch_size).min(self.encoded.len())].to_vec();
+        let lr = learning_rate(cfg.schedule, cfg.lr, self.step, self.warmup, self.total_steps);
         let tick = Instant::now();
+        let pairs = used_pairs(cfg, &req.train_pairs);
+        let micro = cfg.batch_size / cfg.grad_accum;
+        let replicas = cfg.replicas.max(1);
         let mut accumulator = GradientsAccumulator::new();
         let mut tokens = 0usize;
+        let mut loss_sum = 0.0;
+        let ctx = ReplicaCtx {
+            cfg,
+            tokenizer: &self.template.tokenizer,
+            encoded: &self.encoded,
+            trainable_ids: self.trainable_ids.as_deref(),
+            device: &self.ad,
+            pairs,
+            batch_len: batch.len(),
+        };
         for (m, chunk) in batch.chunks(micro).enumerate() {
-            // The micro-batch's pairs are split over replicas that run forward + backward at once,
-            // one thread each; their gradients are summed in replica order (deterministic).
-            let parts: Vec<&[usize]> = split_even(chunk, cfg.replicas.max(1));
-            let batch_len = batch.len();
-            let results = run_replicas(&net, parts.len(), |k, model| {
-                let part = parts[k];
-                let seed = mix_seed(cfg.seed, step + 1, (m * cfg.replicas.max(1) + k) as u64);
-                let seqs: Vec<&[u32]> =
-                    part.iter().map(|&i| encoded[i].0.as_slice()).chain(part.iter().map(|&i| encoded[i].1.as_slice())).collect();
-                let b = tokenizer.collate(&seqs);
-                let (ids, mask) = b.to_tensors(&ad);
-                let mut rng = DropoutRng::new(seed);
-                // [2 · pairs]: chosen then rejected
-                let rewards = match &trainable_ids {
-                    Some(_) => model.forward_frozen_backbone(ids, mask, Some(&mut rng)),
-                    None => model.forward_with(ids, mask, Some(&mut rng)),
-                };
-                let n = part.len();
-                let r_c = rewards.clone().narrow(0, 0, n);
-                let r_r = rewards.narrow(0, n, n);
-                let loss = pair_loss(cfg, r_c.clone(), r_r.clone(), part, pairs, &ad);
-                // Parts are weighted by their share of the batch (the last may be short).
-                let mut grads = loss.clone().mul_scalar(n as f64 / batch_len as f64).backward();
-                let grads = match &trainable_ids {
-                    Some(ids) => GradientsParams::from_params(&mut grads, &model, ids),
-                    None => GradientsParams::from_grads(grads, &model),
-                };
-                let loss = loss.into_scalar::<f32>() as f64;
-                (grads, loss * n as f64, to_vec(r_c), to_vec(r_r), b.num_tokens())
+            let parts: Vec<&[usize]> = split_even(chunk, replicas);
+            let step = self.step;
+            let results = run_replicas(&self.net, parts.len(), |k, model| {
+                ctx.forward_backward(&model, parts[k], mix_seed(cfg.seed, step + 1, (m * replicas + k) as u64))
             });
-            for (grads, loss_times_n, r_c, r_r, n_tokens) in results {
-                accumulator.accumulate(&net, grads);
-                window.add(loss_times_n, &r_c, &r_r);
-                tokens += n_tokens;
+            for r in results {
+                accumulator.accumulate(&self.net, r.grads);
+                self.window.add(r.loss_times_n, &r.r_chosen, &r.r_rejected);
+                loss_sum += r.loss_times_n;
+                tokens += r.tokens;
             }
         }
         let mut grads = accumulator.grads();
-        let grad_norm = clip_global_norm(&net, &mut grads, cfg.max_grad_norm);
-        net = optim.step(lr, net, grads);
-        step += 1;
-        window.finish_step(grad_norm, tokens, tick.elapsed().as_secs_f64());
-
-        if step % cfg.log_every.max(1) == 0 || step == last_step {
-            let mut record = window.drain();
-            record.insert("step".into(), step.into());
-            record.insert("epoch".into(), serde_json::json!(step as f64 / steps_per_epoch as f64));
-            record.insert("lr".into(), lr.into());
-            bar.set_message(format!(
-                "loss {:.4} acc {:.3}",
-                record.get("loss").and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
-                record.get("accuracy").and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
-            ));
-            log.log(&serde_json::Value::Object(record))?;
+        let grad_norm = clip_global_norm(&self.net, &mut grads, cfg.clip_norm());
+        // A non-finite loss or gradient would write NaN into every weight: stop before the step.
+        let loss = loss_sum / batch.len() as f64;
+        for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite { step: self.step + 1, what: what.into(), value });
+            }
         }
-        if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < last_step && !req.evals.is_empty() {
-            let rm = RewardModel { config: bert_config.clone(), net: net.clone(), tokenizer: tokenizer.clone(), source_dir: source_dir.clone(), weights_sha256: String::new(), initialised: Vec::new() };
+        self.net = self.optim.step(lr, self.net.clone(), grads);
+        self.step += 1;
+        Ok(StepStats { lr, grad_norm, tokens, seconds: tick.elapsed().as_secs_f64() })
+    }
+
+    /// The metrics line, the periodic evaluation and the checkpoint due after a step.
+    fn after_step(&mut self, req: &TrainRequest, stats: StepStats) -> Result<(), TrainError> {
+        let cfg = &self.cfg;
+        let step = self.step;
+        self.window.finish_step(stats.grad_norm, stats.tokens, stats.seconds);
+        if step % cfg.log_every.max(1) == 0 || step == self.last_step {
+            let mut record = self.window.drain();
+            record.insert("step".into(), step.into());
+            record.insert("epoch".into(), serde_json::json!(step as f64 / self.steps_per_epoch as f64));
+            record.insert("lr".into(), stats.lr.into());
+            let get = |k: &str| record.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            self.bar.set_message(format!("loss {:.4} acc {:.3}", get("loss"), get("accuracy")));
+            self.log.log(&serde_json::Value::Object(record))?;
+        }
+        if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < self.last_step && !req.evals.is_empty() {
+            let rm = self.template.with_net(self.net.clone());
             let mut record = serde_json::Map::new();
             record.insert("step".into(), step.into());
             for (name, set) in &req.evals {
                 let set = &set[..cfg.eval_max_pairs.map_or(set.len(), |m| m.min(set.len()))];
-                let m = evaluate_pairs_with_model(&rm, set, &score_opts, cfg.seed)?;
+                let m = evaluate_pairs_with_model(&rm, set, &ScoreOptions::default(), cfg.seed)?;
                 record.insert(format!("eval_{name}_accuracy"), m.accuracy.into());
                 record.insert(format!("eval_{name}_ece"), m.ece.into());
                 record.insert(format!("eval_{name}_margin"), m.mean_margin.into());
             }
-            log.log(&serde_json::Value::Object(record))?;
+            self.log.log(&serde_json::Value::Object(record))?;
         }
-        let save_now = (cfg.save_every > 0 && step % cfg.save_every == 0) || step == last_step;
-        if save_now {
-            let dir = AtomicDir::new(&checkpoint::step_dir(&req.out, step))?;
-            save_hf(dir.path(), &bert_config, &net, &source_dir)?;
-            manifest_for(step, serde_json::Value::Null).write(dir.path())?;
-            std::fs::create_dir_all(dir.path().join(STATE_DIR)).map_err(|e| rmtrain_core::CoreError::io(dir.path(), e))?;
-            let opt_path = dir.path().join(STATE_DIR).join(OPTIMIZER_FILE);
-            optim.save(&opt_path).map_err(|e| TrainError::State { path: opt_path.clone(), message: format!("{e:?}") })?;
-            let state = TrainerState {
-                step,
-                total_steps,
-                epoch: step / steps_per_epoch,
-                position_in_epoch: step % steps_per_epoch,
-                seed: cfg.seed,
-                train_data_sha256: req.train_data_sha256.clone(),
-                init_weights_sha256: init_sha.clone(),
-                config_sha256: config_sha.clone(),
-            };
-            rmtrain_core::write_json_atomic(&dir.path().join(STATE_DIR).join(TRAINER_STATE_FILE), &state)?;
-            dir.commit()?;
-            checkpoint::prune(&req.out, cfg.keep_checkpoints);
+        if (cfg.save_every > 0 && step % cfg.save_every == 0) || step == self.last_step {
+            self.save_checkpoint(req)?;
         }
-        bar.inc(1);
+        self.bar.inc(1);
+        Ok(())
     }
-    bar.finish_and_clear();
 
-    // Final evaluation on the full eval sets, reward statistics for ensembles, the final folder.
-    let rm = RewardModel { config: bert_config, net: net.valid(), tokenizer, source_dir, weights_sha256: String::new(), initialised };
-    let mut final_metrics = serde_json::Map::new();
-    let mut final_eval = Vec::new();
-    for (name, set) in &req.evals {
-        let m = evaluate_pairs_with_model(&rm, set, &score_opts, cfg.seed)?;
-        final_metrics.insert(name.clone(), serde_json::to_value(&m).expect("metrics serialize"));
-        final_eval.push((name.clone(), m));
+    /// `checkpoints/step-N/`: the HF folder, the manifest and `state/` (optimizer, trainer state),
+    /// written atomically; older checkpoints beyond `keep_checkpoints` are pruned.
+    fn save_checkpoint(&self, req: &TrainRequest) -> Result<(), TrainError> {
+        if let Some(name) = first_non_finite_param(&self.net) {
+            return Err(TrainError::NonFinite { step: self.step, what: format!("weights ({name})"), value: f64::NAN });
+        }
+        let dir = AtomicDir::new(&checkpoint::step_dir(&req.out, self.step))?;
+        self.template.with_net(self.net.clone()).save_hf(dir.path())?;
+        self.manifest(req, serde_json::Value::Null).write(dir.path())?;
+        std::fs::create_dir_all(dir.path().join(STATE_DIR)).map_err(|e| rmtrain_core::CoreError::io(dir.path(), e))?;
+        let opt_path = dir.path().join(STATE_DIR).join(OPTIMIZER_FILE);
+        self.optim.save(&opt_path).map_err(|e| TrainError::State { path: opt_path.clone(), message: format!("{e:?}") })?;
+        let state = TrainerState {
+            step: self.step,
+            total_steps: self.total_steps,
+            epoch: self.step / self.steps_per_epoch,
+            position_in_epoch: self.step % self.steps_per_epoch,
+            seed: self.cfg.seed,
+            train_data_sha256: req.train_data_sha256.clone(),
+            init_weights_sha256: self.init_sha.clone(),
+            config_sha256: self.config_sha.clone(),
+        };
+        rmtrain_core::write_json_atomic(&dir.path().join(STATE_DIR).join(TRAINER_STATE_FILE), &state)?;
+        dir.commit()?;
+        checkpoint::prune(&req.out, self.cfg.keep_checkpoints);
+        Ok(())
     }
-    let (mean, std) = reward_stats(&rm, pairs, &score_opts)?;
-    let final_metrics = serde_json::Value::Object(final_metrics);
-    let model_dir = req.out.join("model");
-    let dir = AtomicDir::new(&model_dir)?;
-    rm.save_hf(dir.path())?;
-    let mut manifest = manifest_for(step, final_metrics.clone());
-    manifest.reward_mean = Some(mean);
-    manifest.reward_std = Some(std);
-    manifest.write(dir.path())?;
-    dir.commit()?;
-    log.log(&serde_json::json!({"step": step, "final": final_metrics, "wall_seconds": started.elapsed().as_secs_f64()}))?;
-    Ok(TrainOutcome { model_dir, final_eval, steps: step, final_metrics, wall_seconds: started.elapsed().as_secs_f64() })
+
+    fn manifest(&self, req: &TrainRequest, final_metrics: serde_json::Value) -> Manifest {
+        Manifest {
+            rmtrain_version: env!("CARGO_PKG_VERSION").into(),
+            kind: "train".into(),
+            recipe: req.recipe.clone(),
+            seed: self.cfg.seed,
+            step: self.step,
+            train_data_sha256: req.train_data_sha256.clone(),
+            init_weights_sha256: Some(self.init_sha.clone()),
+            pooling: self.net.pooling().name().into(),
+            final_metrics,
+            max_length: Some(self.cfg.max_length),
+            train_config: serde_json::to_value(&self.cfg).expect("the config serializes"),
+            ..Default::default()
+        }
+    }
+
+    /// Final evaluation on the full eval sets, reward statistics for ensembles, the `model/` folder.
+    fn finish(self, req: &TrainRequest) -> Result<TrainOutcome, TrainError> {
+        self.bar.finish_and_clear();
+        let rm = self.template.with_net(self.net.valid());
+        let mut final_metrics = serde_json::Map::new();
+        let mut final_eval = Vec::new();
+        for (name, set) in &req.evals {
+            let m = evaluate_pairs_with_model(&rm, set, &ScoreOptions::default(), self.cfg.seed)?;
+            final_metrics.insert(name.clone(), serde_json::to_value(&m).expect("metrics serialize"));
+            final_eval.push((name.clone(), m));
+        }
+        let (mean, std) = reward_stats(&rm, used_pairs(&self.cfg, &req.train_pairs), &ScoreOptions::default())?;
+        if !(mean.is_finite() && std.is_finite()) {
+            return Err(TrainError::NonFinite { step: self.step, what: "rewards of the final model".into(), value: mean });
+        }
+        let final_metrics = serde_json::Value::Object(final_metrics);
+        let model_dir = req.out.join("model");
+        let dir = AtomicDir::new(&model_dir)?;
+        rm.save_hf(dir.path())?;
+        let mut manifest = self.manifest(req, final_metrics.clone());
+        manifest.reward_mean = Some(mean);
+        manifest.reward_std = Some(std);
+        manifest.write(dir.path())?;
+        dir.commit()?;
+        let wall_seconds = self.started.elapsed().as_secs_f64();
+        let mut log = self.log;
+        log.log(&serde_json::json!({"step": self.step, "final": final_metrics, "wall_seconds": wall_seconds}))?;
+        Ok(TrainOutcome { model_dir, final_eval, steps: self.step, final_metrics, wall_seconds, truncated_pairs: self.truncated_pairs })
+    }
+}
+
+/// The train pairs in use (`max_train_pairs` keeps the first N).
+fn used_pairs<'a>(cfg: &TrainConfig, pairs: &'a [Pair]) -> &'a [Pair] {
+    &pairs[..cfg.max_train_pairs.map_or(pairs.len(), |n| n.min(pairs.len()))]
+}
+
+/// What every replica of a step reads (shared by reference across the replica threads).
+struct ReplicaCtx<'a> {
+    cfg: &'a TrainConfig,
+    tokenizer: &'a rmtrain_models::RmTokenizer,
+    encoded: &'a [(Vec<u32>, Vec<u32>)],
+    trainable_ids: Option<&'a [ParamId]>,
+    device: &'a Device,
+    pairs: &'a [Pair],
+    /// Pairs in the whole optimizer step.
+    batch_len: usize,
+}
+
+impl ReplicaCtx<'_> {
+    /// Forward + backward of one replica's share `part` of the step's pairs.
+    fn forward_backward(&self, model: &RewardNetwork, part: &[usize], dropout_seed: u64) -> ReplicaResult {
+        let seqs: Vec<&[u32]> =
+            part.iter().map(|&i| self.encoded[i].0.as_slice()).chain(part.iter().map(|&i| self.encoded[i].1.as_slice())).collect();
+        let b = self.tokenizer.collate(&seqs);
+        let (ids, mask) = b.to_tensors(self.device);
+        let mut rng = DropoutRng::new(dropout_seed);
+        // [2 · pairs]: chosen then rejected
+        let rewards = match self.trainable_ids {
+            Some(_) => model.forward_frozen_backbone(ids, mask, Some(&mut rng)),
+            None => model.forward_with(ids, mask, Some(&mut rng)),
+        };
+        let n = part.len();
+        let r_c = rewards.clone().narrow(0, 0, n);
+        let r_r = rewards.narrow(0, n, n);
+        let loss = pair_loss(self.cfg, r_c.clone(), r_r.clone(), part, self.pairs, self.device);
+        // Parts are weighted by their share of the step (the last may be short).
+        let mut grads = loss.clone().mul_scalar(n as f64 / self.batch_len as f64).backward();
+        let grads = match self.trainable_ids {
+            Some(ids) => GradientsParams::from_params(&mut grads, model, ids),
+            None => GradientsParams::from_grads(grads, model),
+        };
+        let loss = loss.into_scalar::<f32>() as f64;
+        ReplicaResult { grads, loss_times_n: loss * n as f64, r_chosen: to_vec(r_c), r_rejected: to_vec(r_r), tokens: b.num_tokens() }
+    }
+}
+
+struct ReplicaResult {
+    grads: GradientsParams,
+    loss_times_n: f64,
+    r_chosen: Vec<f64>,
+    r_rejected: Vec<f64>,
+    tokens: usize,
 }
 
 /// The configured loss on one micro-batch.
@@ -356,7 +532,8 @@ fn split_even(items: &[usize], parts: usize) -> Vec<&[usize]> {
 
 /// Runs `work(k, model_k)` for k in 0..n in parallel threads and returns the results in k order;
 /// model 0 is `net` itself, the others [`detached_replica`]s (independent autodiff graphs).
-pub fn run_replicas<T: Send>(net: &BertRewardModel, n: usize, work: impl Fn(usize, BertRewardModel) -> T + Sync) -> Vec<T> {
+/// This is the CPU executor's data parallelism: one model, its batch split over threads.
+pub fn run_replicas<M: Module, T: Send>(net: &M, n: usize, work: impl Fn(usize, M) -> T + Sync) -> Vec<T> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
             .map(|k| {
@@ -372,7 +549,7 @@ pub fn run_replicas<T: Send>(net: &BertRewardModel, n: usize, work: impl Fn(usiz
 /// A copy of `net` whose parameters are new autodiff leaves (same values, same `ParamId`s). Two
 /// graphs that share no leaf are independent in Burn's autodiff, so replicas can run forward and
 /// backward in parallel threads; their gradients still map to the same parameter ids.
-pub fn detached_replica(net: &BertRewardModel) -> BertRewardModel {
+pub fn detached_replica<M: Module>(net: &M) -> M {
     struct Detach;
     impl ModuleMapper for Detach {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -385,6 +562,17 @@ pub fn detached_replica(net: &BertRewardModel) -> BertRewardModel {
 
 fn to_vec(t: Tensor<1>) -> Vec<f64> {
     t.into_data().convert::<f64>().try_to_vec::<f64>().expect("rewards are floats")
+}
+
+/// The HF name of the first parameter holding a NaN or an infinity, if any.
+fn first_non_finite_param(net: &RewardNetwork) -> Option<String> {
+    net.hf_params().into_iter().find_map(|(name, p)| {
+        let finite = match p {
+            rmtrain_models::HfParam::Vector(t) => t.val().is_finite().all().into_scalar::<bool>(),
+            rmtrain_models::HfParam::Matrix(t) | rmtrain_models::HfParam::LinearWeight(t) => t.val().is_finite().all().into_scalar::<bool>(),
+        };
+        (!finite).then_some(name)
+    })
 }
 
 /// Reward mean and std over the texts of (up to 512) train pairs: the reference statistics used
@@ -400,7 +588,7 @@ fn reward_stats(rm: &RewardModel, pairs: &[Pair], opts: &ScoreOptions) -> Result
 
 /// torch `clip_grad_norm_`: the L2 norm over all gradients together; when above `max_norm`,
 /// every gradient is scaled by max_norm / (norm + 1e-6). Returns the norm before clipping.
-pub fn clip_global_norm(net: &BertRewardModel, grads: &mut GradientsParams, max_norm: Option<f64>) -> f64 {
+pub fn clip_global_norm<M: Module>(net: &M, grads: &mut GradientsParams, max_norm: Option<f64>) -> f64 {
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
         parts: Vec<Tensor<1>>,
@@ -498,23 +686,4 @@ impl Window {
             _ => unreachable!("json! of an object literal is an object"),
         }
     }
-}
-
-fn progress_bar(show: bool, total: u64, done: u64) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps (eta {eta}) {msg}")
-            .expect("a valid progress template"),
-    );
-    bar.set_prefix("train");
-    bar.set_position(done);
-    bar
-}
-
-/// Path helpers re-exported for the CLI.
-pub fn model_dir(run: &Path) -> PathBuf {
-    run.join("model")
 }
