@@ -6,7 +6,8 @@
 //! of the whole step: forward = slowest replica's forward, backward = until all gradients are in.
 
 use crate::device::parse_device;
-use anyhow::Result;
+use crate::verbs::at_least;
+use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
@@ -30,19 +31,22 @@ pub struct BenchArgs {
     #[arg(long)]
     pub model: std::path::PathBuf,
     /// Pairs per step (2·batch sequences).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least::<1>)]
     pub batch: usize,
-    /// Tokens per sequence.
-    #[arg(long, default_value_t = 128)]
+    /// Tokens per sequence: 2 up to the model's max_position_embeddings.
+    #[arg(long, default_value_t = 128, value_parser = at_least::<2>)]
     pub seq: usize,
+    /// Untimed steps first (0 = none).
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 10)]
+    /// Timed steps; the median is reported.
+    #[arg(long, default_value_t = 10, value_parser = at_least::<1>)]
     pub steps: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Replicas (threads) sharing each step, as `train.replicas` / scoring threads do.
-    #[arg(long, default_value_t = 2)]
+    /// Replicas (threads) sharing each step, as `train.replicas` / scoring threads do; at most
+    /// --batch are used.
+    #[arg(long, default_value_t = 2, value_parser = at_least::<1>)]
     pub replicas: usize,
 }
 
@@ -53,6 +57,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::Score => base.clone(),
     };
     let rm = RewardModel::load(&a.model, a.seq, &device)?;
+    // load clamps the tokenizer's truncation to the position table, but the synthetic ids below
+    // are not truncated: a longer --seq would index past the table inside Burn and panic.
+    let positions = rm.config.max_position_embeddings();
+    if a.seq > positions {
+        let model = a.model.display();
+        bail!("--seq {}: {model} has max_position_embeddings = {positions}; use --seq {positions} or less", a.seq);
+    }
     let vocab = rm.config.vocab_size() as i64;
     let n = 2 * a.batch;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

@@ -2,7 +2,7 @@
 //! between two checkpoints).
 
 use crate::device::parse_device;
-use crate::verbs::{load_evals, named_path};
+use crate::verbs::{at_least, finite, load_evals, named_path};
 use anyhow::{bail, Result};
 use clap::Args;
 use rmtrain_merge::{average_checkpoints, AverageOptions};
@@ -23,7 +23,9 @@ pub struct AverageArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Comma-separated weights, one per folder (normalised to sum 1); default uniform.
-    #[arg(long, value_delimiter = ',')]
+    // Hyphen values pass, so `--weights -1,2` reaches the check in average_checkpoints (which
+    // names the flag) instead of clap's "unexpected argument '-1,2'".
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub weights: Option<Vec<f64>>,
     /// Refuse folders that were not trained from the same init weights.
     #[arg(long)]
@@ -52,30 +54,31 @@ Examples:
 pub struct InterpolateArgs {
     pub a: PathBuf,
     pub b: PathBuf,
-    #[arg(long, default_value_t = 5)]
+    /// Points on the curve, both ends included.
+    #[arg(long, default_value_t = 5, value_parser = at_least::<2>)]
     pub steps: usize,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = finite, allow_negative_numbers = true)]
     pub t_min: f64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = finite, allow_negative_numbers = true)]
     pub t_max: f64,
     /// Eval set NAME=PATH (repeatable).
     #[arg(long = "data", value_parser = named_path, required = true)]
     pub data: Vec<(String, PathBuf)>,
     /// Use at most this many pairs of each set.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least::<1>)]
     pub max_pairs: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
-    /// Truncation length; default: A's (its rmtrain.json), else 128.
-    #[arg(long)]
+    /// Truncation length (≥ 2); default: A's (its rmtrain.json), else 128.
+    #[arg(long, value_parser = at_least::<2>)]
     pub max_length: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
 pub fn interpolate(a: InterpolateArgs) -> Result<()> {
-    if a.steps < 2 {
-        bail!("--steps must be at least 2, got {}", a.steps);
+    if a.t_min >= a.t_max {
+        bail!("--t-min ({}) must be below --t-max ({})", a.t_min, a.t_max);
     }
     let device = parse_device(&a.device)?;
     let mut sets = load_evals(&a.data)?;

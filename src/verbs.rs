@@ -32,13 +32,13 @@ pub struct VaderArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Keep a pair when |mean_a − mean_b| ≥ this.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = non_negative, allow_negative_numbers = true)]
     pub threshold: f64,
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 8000, value_parser = at_least::<1>)]
     pub train_pairs: usize,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least::<1>)]
     pub valid_pairs: usize,
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 3000, value_parser = at_least::<1>)]
     pub test_pairs: usize,
 }
 
@@ -72,6 +72,34 @@ pub fn named_path(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
         Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), PathBuf::from(p))),
         _ => Err(format!("expected NAME=PATH, got {s:?}")),
+    }
+}
+
+/// clap parser of a count that must be at least `MIN`, so a bad value is clap's one-line
+/// "invalid value '0' for '--batch <BATCH>': must be at least 1" (clap's own range parser would
+/// also print u64::MAX as the upper bound).
+pub fn at_least<const MIN: usize>(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= MIN => Ok(n),
+        Ok(_) => Err(format!("must be at least {MIN}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// clap parser of a finite number (no NaN or infinity).
+pub fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        Ok(_) => Err("expected a finite number".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// clap parser of a finite number ≥ 0.
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match finite(s)? {
+        x if x >= 0.0 => Ok(x),
+        _ => Err("expected a number ≥ 0".into()),
     }
 }
 
@@ -169,10 +197,11 @@ pub struct ScoreArgs {
     pub ensemble: EnsembleArgs,
     #[arg(long)]
     pub input: PathBuf,
-    /// Truncation length; default: the one the model was trained with (its rmtrain.json), else 128.
-    #[arg(long)]
+    /// Truncation length (≥ 2: [CLS] and [SEP]); default: the one the model was trained with (its
+    /// rmtrain.json), else 128.
+    #[arg(long, value_parser = at_least::<2>)]
     pub max_length: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least::<1>)]
     pub batch_size: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -256,8 +285,9 @@ pub struct EvalArgs {
     /// Also write the markdown table here.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
-    /// Truncation length; default: the one the model was trained with (its rmtrain.json), else 128.
-    #[arg(long)]
+    /// Truncation length (≥ 2: [CLS] and [SEP]); default: the one the model was trained with (its
+    /// rmtrain.json), else 128.
+    #[arg(long, value_parser = at_least::<2>)]
     pub max_length: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,

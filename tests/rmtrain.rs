@@ -855,3 +855,95 @@ fn bench_runs_with_replicas_on_inference_and_training_devices() {
         assert_eq!(v["replicas"], 2);
     }
 }
+
+#[test]
+fn every_verb_refuses_bad_numbers_with_one_error_line() {
+    // Regression: `bench train --batch 0`, `bench score --steps 0` and a `--seq` past the model's
+    // position table panicked. clap's own errors end with a "For more information" line, so those
+    // are held to: non-zero exit, no stdout, no panic, the flag named on the first line.
+    let model = tiny_rm().display().to_string();
+    let pairs = root().join("tests/data/tiny_pairs.jsonl").display().to_string();
+    let data = format!("x={pairs}");
+    let out = tmp("bad-numbers").join("out").display().to_string();
+    let m = model.as_str();
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // A small bench run with `flag` set to `value` (clap refuses a flag given twice).
+    let bench = |kind: &str, flag: &str, value: &str| {
+        let mut a = args(&["bench", kind, "--model", m, flag, value]);
+        for (f, v) in [("--batch", "2"), ("--seq", "16"), ("--warmup", "0"), ("--steps", "1")] {
+            if f != flag {
+                a.extend(args(&[f, v]));
+            }
+        }
+        a
+    };
+    let interpolate = |extra: &[&str]| args(&[&["interpolate", m, m, "--data", &data, "--out", &out], extra].concat());
+
+    let mut refused_by_clap = vec![
+        (args(&["data", "vader", "--out", &out, "--threshold", "-1"]), "--threshold"),
+        (args(&["data", "vader", "--out", &out, "--threshold", "nan"]), "--threshold"),
+        (args(&["data", "vader", "--out", &out, "--train-pairs", "0"]), "--train-pairs"),
+        (args(&["data", "vader", "--out", &out, "--valid-pairs", "0"]), "--valid-pairs"),
+        (args(&["data", "vader", "--out", &out, "--test-pairs", "0"]), "--test-pairs"),
+        (args(&["score", "--model", m, "--input", &pairs, "--batch-size", "0"]), "--batch-size"),
+        (args(&["score", "--model", m, "--input", &pairs, "--max-length", "1"]), "--max-length"),
+        (args(&["eval", "--model", m, "--data", &data, "--max-length", "0"]), "--max-length"),
+        (interpolate(&["--steps", "1"]), "--steps"),
+        (interpolate(&["--max-pairs", "0"]), "--max-pairs"),
+        (interpolate(&["--max-length", "1"]), "--max-length"),
+        (interpolate(&["--t-min", "nan"]), "--t-min"),
+        (interpolate(&["--t-max", "inf"]), "--t-max"),
+        (args(&["average", m, m, "--out", &out, "--weights", "1,x"]), "--weights"),
+    ];
+    for kind in ["train", "score"] {
+        for (flag, value) in [("--batch", "0"), ("--steps", "0"), ("--seq", "0"), ("--seq", "1"), ("--replicas", "0")] {
+            refused_by_clap.push((bench(kind, flag, value), flag));
+        }
+    }
+    for (a, flag) in &refused_by_clap {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = rmtrain(&a);
+        assert_ne!(code, 0, "{a:?} should fail");
+        assert!(stdout.is_empty(), "{a:?}: output {stdout:?}");
+        assert!(!stderr.contains("panicked"), "{a:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: invalid value") && first.contains(flag), "{a:?}: {stderr:?} lacks {flag}");
+    }
+
+    // Checks that need the model, or two flags at once, are rmtrain's own one-line errors.
+    let refused_by_rmtrain = [
+        (bench("score", "--seq", "129"), vec!["--seq 129", "max_position_embeddings = 128"]),
+        (bench("train", "--seq", "4096"), vec!["--seq 4096"]),
+        (interpolate(&["--t-min", "1", "--t-max", "0.5"]), vec!["--t-min (1) must be below --t-max (0.5)"]),
+        (args(&["average", m, m, "--out", &out, "--weights", "-1,2"]), vec!["--weights", "non-negative"]),
+        (args(&["average", m, m, "--out", &out, "--weights", "1,nan"]), vec!["--weights"]),
+        (args(&["average", m, m, "--out", &out, "--weights", "1"]), vec!["--weights has 1 values for 2 folders"]),
+        (args(&["recipe", "recipes/tiny_warm.toml", "--no-progress", "--member", "7"]), vec!["--member 7"]),
+    ];
+    let train = |set: &str| args(&["train", "--model", m, "--train", &pairs, "--out", &out, "--no-progress", "--set", set]);
+    let mut refused_by_rmtrain = refused_by_rmtrain.to_vec();
+    for (set, key) in [
+        ("replicas=0", "train.replicas"),
+        ("batch_size=0", "train.batch_size"),
+        ("max_grad_norm=-1", "train.max_grad_norm"),
+        ("adam_beta1=1.5", "train.adam_beta1"),
+        ("weight_decay=-1", "train.weight_decay"),
+        ("log_every=0", "train.log_every"),
+        ("keep_checkpoints=0", "train.keep_checkpoints"),
+        ("eval_max_pairs=0", "train.eval_max_pairs"),
+        ("max_length=1", "train.max_length"),
+        ("lr=0", "train.lr"),
+        ("loss.center_rewards_coefficient=-1", "center_rewards_coefficient"),
+        ("seed=-3", "--set seed=-3"),
+    ] {
+        refused_by_rmtrain.push((train(set), vec![key]));
+    }
+    for (a, must_contain) in &refused_by_rmtrain {
+        assert_one_line_error(&a.iter().map(String::as_str).collect::<Vec<_>>(), must_contain);
+    }
+
+    // A negative --t-min extends the curve: clap must take it as a value, not as a flag.
+    let a = interpolate(&["--t-min", "-0.5", "--steps", "2", "--max-pairs", "2"]);
+    let (code, _, stderr) = rmtrain(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{stderr}");
+}

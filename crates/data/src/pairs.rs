@@ -292,6 +292,26 @@ impl At<'_> {
     }
 }
 
+/// The distinct full texts of several pair sets, and for each pair of each set the indices of its
+/// (chosen, rejected) text in that list: evaluation scores each distinct text once, since pairs
+/// drawn from a pool of snippets share most of their texts.
+pub fn distinct_texts(sets: &[&[Pair]]) -> (Vec<String>, Vec<Vec<(usize, usize)>>) {
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut texts: Vec<String> = Vec::new();
+    let mut slot = |t: String| {
+        let next = texts.len();
+        *index.entry(t).or_insert_with_key(|t| {
+            texts.push(t.clone());
+            next
+        })
+    };
+    let slots = sets
+        .iter()
+        .map(|pairs| pairs.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect())
+        .collect();
+    (texts, slots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,21 +427,116 @@ mod tests {
         let err = read_pairs(&missing).expect_err("missing file").to_string();
         assert!(err.starts_with(&missing.display().to_string()), "{err}");
     }
-}
 
-/// The distinct full texts of several pair sets, and for each pair of each set the indices of its
-/// (chosen, rejected) text in that list: evaluation scores each distinct text once, since pairs
-/// drawn from a pool of snippets share most of their texts.
-pub fn distinct_texts(sets: &[&[Pair]]) -> (Vec<String>, Vec<Vec<(usize, usize)>>) {
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut texts: Vec<String> = Vec::new();
-    let mut slot = |t: String| {
-        let next = texts.len();
-        *index.entry(t).or_insert_with_key(|t| {
-            texts.push(t.clone());
-            next
-        })
-    };
-    let slots = sets.iter().map(|pairs| pairs.iter().map(|p| (slot(p.chosen_text()), slot(p.rejected_text()))).collect()).collect();
-    (texts, slots)
+    /// The hand-written samples in data/samples/, with the texts data/README.md says they build:
+    /// every file there must be listed here, so the README's examples cannot rot.
+    #[test]
+    fn every_sample_file_in_data_parses_to_the_documented_texts() {
+        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/samples");
+        let mut names: Vec<String> = std::fs::read_dir(&samples)
+            .expect("data/samples exists")
+            .map(|e| e.expect("directory entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["conversational.jsonl", "implicit.jsonl", "standard.jsonl", "texts.jsonl"],
+            "a new sample file needs its expected texts in this test"
+        );
+        let texts = |name: &str| -> Vec<Pair> { read_pairs(&samples.join(name)).unwrap_or_else(|e| panic!("{e}")) };
+        let rendered = |pairs: &[Pair]| -> Vec<(String, String)> {
+            pairs.iter().map(|p| (p.chosen_text(), p.rejected_text())).collect()
+        };
+        let owned = |expected: &[(&str, &str)]| -> Vec<(String, String)> {
+            expected.iter().map(|(c, r)| (c.to_string(), r.to_string())).collect()
+        };
+
+        let standard = texts("standard.jsonl");
+        assert_eq!(
+            rendered(&standard),
+            owned(&[
+                ("Q: What is the capital of France?\nA: Paris.", "Q: What is the capital of France?\nA: Lyon."),
+                (
+                    "Review the film in one line: A warm, funny and beautifully acted story.",
+                    "Review the film in one line: Two hours I will never get back."
+                ),
+                ("Translate 'merci' into English: thank you", "Translate 'merci' into English: please"),
+            ])
+        );
+        assert_eq!((standard[1].margin, &standard[1].fields["id"]), (Some(2.5), &Value::from("film-7")));
+        assert_eq!(standard[2].domain.as_deref(), Some("translation"));
+        assert_eq!(standard[2].label_source.as_deref(), Some("annotator-3"));
+
+        let implicit = texts("implicit.jsonl");
+        assert_eq!(
+            rendered(&implicit),
+            owned(&[
+                ("The soundtrack alone is worth the ticket.", "The plot collapses in the second act."),
+                ("Arrived early and works perfectly.", "Broke after two days."),
+                ("Sunny day, coffee in hand :)", "Missed the bus again."),
+            ])
+        );
+        assert!(implicit.iter().all(|p| p.prompt.is_none()));
+        assert_eq!(implicit[1].gold_margin, Some(2.85));
+        assert_eq!(
+            (implicit[1].domain.as_deref(), implicit[1].label_source.as_deref()),
+            (Some("amazon"), Some("mean"))
+        );
+        assert_eq!(
+            (&implicit[1].fields["chosen_mean"], &implicit[1].fields["rejected_mean"]),
+            (&Value::from(2.6), &Value::from(-0.25))
+        );
+        assert_eq!((implicit[2].margin, &implicit[2].fields["rater"]), (Some(1.0), &Value::from(12)));
+
+        let conversational = texts("conversational.jsonl");
+        assert!(conversational.iter().all(Pair::is_conversational));
+        assert_eq!(
+            rendered(&conversational),
+            owned(&[
+                (
+                    "user: Hi, can you recommend a film?\nassistant: Try Spirited Away: gentle, strange and beautiful.",
+                    "user: Hi, can you recommend a film?\nassistant: No."
+                ),
+                (
+                    "user: Is it going to rain?\nassistant: The forecast says showers after 3 pm.",
+                    "user: Is it going to rain?\nassistant: Who knows."
+                ),
+                (
+                    "system: Answer briefly.\nuser: 2 + 2?\nassistant: 4",
+                    "system: Answer briefly.\nuser: 2 + 2?\nassistant: 5"
+                ),
+            ])
+        );
+        assert_eq!(conversational[1].margin, Some(1.5));
+
+        let records = read_score_records(&samples.join("texts.jsonl")).unwrap_or_else(|e| panic!("{e}"));
+        let inputs: Vec<ScoreInput> = records.iter().map(|r| r.input.clone()).collect();
+        assert_eq!(
+            inputs[..3],
+            [
+                ScoreInput::Text("A warm, funny and beautifully acted story.".into()),
+                ScoreInput::Text("Two hours I will never get back.".into()),
+                ScoreInput::Text("user: Is it going to rain?\nassistant: The forecast says showers after 3 pm.".into()),
+            ]
+        );
+        assert!(
+            matches!(&inputs[3], ScoreInput::Pair(p) if p.chosen_text() == "Arrived early and works perfectly." && p.rejected_text() == "Broke after two days.")
+        );
+        assert!(records.iter().enumerate().all(|(i, r)| r.fields["id"] == i + 1), "ids pass through");
+
+        // Every JSON example of data/README.md is a line of a sample file, checked above.
+        let readme = std::fs::read_to_string(samples.join("../README.md")).expect("data/README.md");
+        let sample_lines: Vec<String> = names
+            .iter()
+            .flat_map(|n| {
+                std::fs::read_to_string(samples.join(n)).expect("sample").lines().map(String::from).collect::<Vec<_>>()
+            })
+            .collect();
+        let examples: Vec<&str> =
+            readme.split("```json\n").skip(1).map(|block| block.split("```").next().unwrap_or_default()).collect();
+        assert!(!examples.is_empty(), "data/README.md shows its formats in ```json blocks");
+        for line in examples.iter().flat_map(|block| block.lines()).map(str::trim).filter(|l| !l.is_empty()) {
+            assert!(sample_lines.iter().any(|s| s == line), "data/README.md example is no sample line: {line}");
+        }
+    }
 }

@@ -91,6 +91,15 @@ impl VaderOptions {
         if !(self.threshold >= 0.0 && self.threshold.is_finite()) {
             return invalid(format!("threshold must be a finite number ≥ 0, got {}", self.threshold));
         }
+        // An empty pair file is one no verb can read ("no records"), so it is refused here rather
+        // than written.
+        if let Some((name, _)) =
+            [("train_pairs", self.train_pairs), ("valid_pairs", self.valid_pairs), ("test_pairs", self.test_pairs)]
+                .into_iter()
+                .find(|(_, n)| *n == 0)
+        {
+            return invalid(format!("{name} must be at least 1, got 0"));
+        }
         if self.domains.is_empty() {
             return invalid("no domains to import".into());
         }
@@ -555,6 +564,8 @@ mod tests {
             VaderOptions { split: [0.7, 0.2, 0.2], ..VaderOptions::default() },
             VaderOptions { threshold: -1.0, ..VaderOptions::default() },
             VaderOptions { domains: vec!["imdb".into()], ..VaderOptions::default() },
+            VaderOptions { threshold: f64::NAN, ..VaderOptions::default() },
+            VaderOptions { valid_pairs: 0, ..VaderOptions::default() },
         ];
         for opts in bad {
             assert!(matches!(import_vader(&opts), Err(DataError::InvalidOption(_))), "{opts:?}");
@@ -564,14 +575,14 @@ mod tests {
         assert!(err.to_string().contains("movie, tweets, nyt, amazon"), "{err}");
     }
 
-    /// The real testbed, when `scripts/fetch-assets.sh` has been run.
+    /// The real testbed. Ignored by default (the ratings are downloaded, not committed); CI runs it
+    /// after `scripts/fetch-assets.sh` with `--ignored real_vader`, and there missing ratings are a
+    /// failure: a test that passes when its data is absent would hide a broken download.
     #[test]
+    #[ignore = "needs the real VADER ratings: scripts/fetch-assets.sh"]
     fn real_vader_import_matches_the_design_numbers() {
         let raw = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/vader/hutto_ICWSM_2014");
-        if !raw.exists() {
-            eprintln!("skipped: {} not found (run scripts/fetch-assets.sh)", raw.display());
-            return;
-        }
+        assert!(raw.is_dir(), "{} not found: run scripts/fetch-assets.sh first", raw.display());
         let out = tempfile::tempdir().expect("tempdir");
         let opts = VaderOptions { raw_dir: raw, out_dir: out.path().into(), ..VaderOptions::default() };
         let summary = import_vader(&opts).expect("import of the real data");

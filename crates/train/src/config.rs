@@ -137,8 +137,20 @@ impl TrainConfig {
         if self.replicas == 0 {
             return Err("train.replicas must be at least 1".into());
         }
-        if self.max_train_pairs == Some(0) {
-            return Err("train.max_train_pairs must be at least 1".into());
+        for (name, zero) in [
+            ("max_train_pairs", self.max_train_pairs == Some(0)),
+            ("eval_max_pairs", self.eval_max_pairs == Some(0)),
+            ("log_every", self.log_every == 0),
+            ("keep_checkpoints", self.keep_checkpoints == 0),
+        ] {
+            if zero {
+                return Err(format!("train.{name} must be at least 1"));
+            }
+        }
+        if let Some(c) = self.loss.center_rewards_coefficient
+            && !(c >= 0.0 && c.is_finite())
+        {
+            return Err(format!("train.loss.center_rewards_coefficient must be ≥ 0, got {c}"));
         }
         if self.batch_size == 0 || self.grad_accum == 0 || self.batch_size % self.grad_accum != 0 {
             return Err(format!(
