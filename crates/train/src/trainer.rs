@@ -209,28 +209,13 @@ impl Run {
         if pairs.is_empty() {
             return Err(TrainError::Config("no train pairs".into()));
         }
-        let mut truncated_pairs = 0;
-        let mut encoded = Vec::with_capacity(pairs.len());
-        for p in pairs {
-            let (chosen, cut_c) = rm.tokenizer.encode_counting(&p.chosen_text())?;
-            let (rejected, cut_r) = rm.tokenizer.encode_counting(&p.rejected_text())?;
-            truncated_pairs += usize::from(cut_c || cut_r);
-            encoded.push((chosen, rejected));
-        }
+        let (encoded, truncated_pairs) = encode_pairs(&rm.tokenizer, pairs)?;
         let steps_per_epoch = pairs.len().div_ceil(cfg.batch_size) as u64;
         let total_steps = steps_per_epoch * cfg.epochs as u64;
         let last_step = cfg.max_steps.map_or(total_steps, |m| m.min(total_steps));
         let warmup = warmup_steps(cfg.warmup_ratio, cfg.warmup_steps, total_steps);
 
-        let adamw = |wd: f64| {
-            AdamWConfig::new()
-                .with_beta_1(cfg.adam_beta1 as f32)
-                .with_beta_2(cfg.adam_beta2 as f32)
-                .with_epsilon(cfg.adam_epsilon as f32)
-                .with_weight_decay(wd as f32)
-        };
-        let mut optim: ModuleOptimizer =
-            adamw(cfg.weight_decay).init().with_group(ParamGroup::from_ids(net.no_decay_param_ids()), adamw(0.0).build(), None);
+        let mut optim = adamw_with_no_decay_group(&cfg, &net);
         let trainable_ids = (req.trainable == Trainable::HeadOnly).then(|| net.head_param_ids());
 
         let mut step = 0u64;
@@ -443,6 +428,32 @@ impl Run {
         log.log(&serde_json::json!({"step": self.step, "final": final_metrics, "wall_seconds": wall_seconds}))?;
         Ok(TrainOutcome { model_dir, final_eval, steps: self.step, final_metrics, wall_seconds, truncated_pairs: self.truncated_pairs })
     }
+}
+
+/// Token ids of (chosen, rejected) of every pair, and how many pairs had a side truncated.
+fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> Result<(Vec<(Vec<u32>, Vec<u32>)>, usize), TrainError> {
+    let mut truncated_pairs = 0;
+    let mut encoded = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let (chosen, cut_c) = tokenizer.encode_counting(&p.chosen_text())?;
+        let (rejected, cut_r) = tokenizer.encode_counting(&p.rejected_text())?;
+        truncated_pairs += usize::from(cut_c || cut_r);
+        encoded.push((chosen, rejected));
+    }
+    Ok((encoded, truncated_pairs))
+}
+
+/// AdamW as transformers' Trainer builds it: weight decay on every parameter except those
+/// [`rmtrain_models::is_no_decay`] names (biases, norm weights), which form a group without it.
+fn adamw_with_no_decay_group(cfg: &TrainConfig, net: &RewardNetwork) -> ModuleOptimizer {
+    let adamw = |wd: f64| {
+        AdamWConfig::new()
+            .with_beta_1(cfg.adam_beta1 as f32)
+            .with_beta_2(cfg.adam_beta2 as f32)
+            .with_epsilon(cfg.adam_epsilon as f32)
+            .with_weight_decay(wd as f32)
+    };
+    adamw(cfg.weight_decay).init().with_group(ParamGroup::from_ids(net.no_decay_param_ids()), adamw(0.0).build(), None)
 }
 
 /// The train pairs in use (`max_train_pairs` keeps the first N).
