@@ -452,11 +452,13 @@ fn write_report(recipe: &Recipe, out: &Path, r: &WarmResults) -> Result<()> {
     }
     md.push_str(&format!("\nTimings (s): {}\n\nPlots: `plots/accuracy.png`, `plots/reliability_warm.png`{}.\n", r.seconds, if out.join("plots/interpolation.png").is_file() { ", `plots/interpolation.png`" } else { "" }));
 
-    let mut series: Vec<(String, Vec<f64>)> = vec![("best member".into(), best.clone()), ("mean member".into(), mean.clone())];
-    for label in r.models.iter().map(|(l, _)| l.clone()).filter(|l| l == "WARM" || l.starts_with("ENS-")) {
-        series.push((label.clone(), r.accuracies(&label).expect("label from the list")));
+    let bars = |label: &str, values: &[f64]| rmtrain_eval::BarSeries { label: label.into(), values: values.to_vec(), intervals: None };
+    let mut series = vec![bars("best member", &best), bars("mean member", &mean)];
+    for (label, ms) in r.models.iter().filter(|(l, _)| l == "WARM" || l.starts_with("ENS-")) {
+        let (values, intervals) = ms.iter().map(|m| (m.accuracy, m.accuracy_ci95)).unzip();
+        series.push(rmtrain_eval::BarSeries { label: label.clone(), values, intervals: Some(intervals) });
     }
-    let lo = series.iter().flat_map(|(_, v)| v.iter().copied()).fold(1.0, f64::min);
+    let lo = series.iter().flat_map(|s| s.values.iter().copied()).fold(1.0, f64::min);
     rmtrain_eval::bar_chart_grouped(&out.join("plots/accuracy.png"), &format!("{}: gold-label accuracy", recipe.name), &r.sets, &series, Some(((lo - 0.05).max(0.0), 1.0)))?;
     let json = serde_json::json!({
         "recipe": recipe, "sets": r.sets, "flipped_pairs": r.flipped_pairs, "seconds": r.seconds,
