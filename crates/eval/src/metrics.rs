@@ -1,7 +1,7 @@
 //! Metrics of a reward model on preference pairs, as pure f64 functions of the reward gap
-//! d = r_chosen − r_rejected: strict pairwise accuracy with a seeded bootstrap interval, two
-//! expected calibration errors (ECE) with the bins of a reliability diagram, the Brier score, and
-//! Spearman's rank correlation between d and a gold margin. The conventions (strict `>`, bin
+//! d = r_chosen − r_rejected: strict pairwise accuracy with a seeded bootstrap interval, the
+//! top-label expected calibration error (ECE) with the bins of a reliability diagram, the Brier
+//! score, and Spearman's rank correlation between d and a gold margin. The conventions (strict `>`, bin
 //! edges, tie handling) are those of `tests/fixtures/hf/losses.json` and its `verify_numpy.py`.
 //! An empty input gives NaN, as a mean of nothing.
 
@@ -100,15 +100,21 @@ fn calibration(conf: &[f64], correct: &[bool]) -> Calibration {
     Calibration { ece, bins }
 }
 
-/// ECE of p = σ(d) as the probability that the chosen response wins, whose label is 1 for every
-/// pair: ECE = Σ_b n_b/N · |1 − mean(p)_b| with bin = min(⌊10p⌋, 9) (equals mean(1 − p)).
+/// "ECE" of p = σ(d) read as P(chosen wins) against the label 1 that every pair carries:
+/// Σ_b n_b/N · |1 − mean(p)_b| with bin = min(⌊10p⌋, 9). Since 1 − p > 0 in every bin this is
+/// just mean(1 − p) = mean(σ(−d)), a monotone function of how large the gaps are: a model is
+/// rewarded for confident gaps whether or not its confidence matches how often it is right, so
+/// this is **not** a calibration measure. Kept because the reference fixture reports it; the
+/// headline [`PairMetrics::ece`] is [`ece_toplabel`].
 pub fn ece_p(d: &[f64]) -> Calibration {
     let p: Vec<f64> = d.iter().map(|&x| sigmoid(x)).collect();
     calibration(&p, &vec![true; d.len()])
 }
 
 /// Top-label ECE: conf = max(p, 1 − p) with p = σ(d), correct = 1[d > 0] (a tie is wrong at
-/// conf 0.5), bin = min(⌊10·conf⌋, 9); ECE = Σ_b n_b/N · |acc_b − conf_b|.
+/// conf 0.5), bin = min(⌊10·conf⌋, 9); ECE = Σ_b n_b/N · |acc_b − conf_b|. This asks whether the
+/// model is right as often as it is confident (Guo et al. 2017, "On Calibration of Modern Neural
+/// Networks", https://arxiv.org/abs/1706.04599), the question a reliability diagram shows.
 pub fn ece_toplabel(d: &[f64]) -> Calibration {
     let conf: Vec<f64> = d.iter().map(|&x| sigmoid(x.abs())).collect(); // max(p, 1−p) = σ(|d|)
     let correct: Vec<bool> = d.iter().map(|&x| x > 0.0).collect();
@@ -195,9 +201,9 @@ pub struct PairMetrics {
     pub n: usize,
     pub accuracy: f64,
     pub accuracy_ci95: (f64, f64),
-    /// [`ece_p`].
+    /// Top-label ECE ([`ece_toplabel`]); [`ece_p`] is not reported here, as it does not measure
+    /// calibration.
     pub ece: f64,
-    pub ece_toplabel: f64,
     pub brier: f64,
     /// Spearman ρ between d and the gold margin, when the set has one.
     pub spearman_gold: Option<f64>,
@@ -222,8 +228,7 @@ pub fn evaluate_pairs(r_chosen: &[f64], r_rejected: &[f64], gold_margin: Option<
         n: d.len(),
         accuracy: pairwise_accuracy(&d),
         accuracy_ci95: bootstrap_accuracy_ci(&d, BOOTSTRAP_RESAMPLES, seed),
-        ece: ece_p(&d).ece,
-        ece_toplabel: ece_toplabel(&d).ece,
+        ece: ece_toplabel(&d).ece,
         brier: brier(&d),
         spearman_gold: gold_margin.and_then(|gold| spearman(&d, gold)),
         mean_margin: mean(&d),
@@ -307,14 +312,30 @@ mod tests {
         let m = evaluate_pairs(&rc, &rr, None, 0);
         assert_eq!(m.n, 6);
         assert_close(m.accuracy, 0.5, "accuracy");
-        assert_close(m.ece, f["ece_p"]["value"].as_f64().expect("value"), "ece");
-        assert_close(m.ece_toplabel, f["ece_toplabel"]["value"].as_f64().expect("value"), "ece_toplabel");
+        assert_close(m.ece, f["ece_toplabel"]["value"].as_f64().expect("value"), "ece is top-label");
         assert_close(m.mean_margin, d.iter().sum::<f64>() / 6.0, "mean_margin");
         assert_close(m.mean_reward_chosen, 3.0 / 6.0, "mean_reward_chosen");
         assert_close(m.mean_reward_rejected, -0.25 / 6.0, "mean_reward_rejected");
         assert_eq!(m.spearman_gold, None);
         // A gold margin equal to d ranks identically.
         assert_close(evaluate_pairs(&rc, &rr, Some(&d), 0).spearman_gold.expect("defined"), 1.0, "spearman");
+    }
+
+    #[test]
+    fn ece_p_reduces_to_mean_sigmoid_of_minus_d() {
+        let (_, _, d) = fixture_d();
+        let mean_sigmoid_minus_d = d.iter().map(|&x| sigmoid(-x)).sum::<f64>() / d.len() as f64;
+        assert_close(ece_p(&d).ece, mean_sigmoid_minus_d, "ece_p = mean σ(−d)");
+    }
+
+    /// Regression: the headline ECE was [`ece_p`], which gave this calibrated model 0.375.
+    #[test]
+    fn headline_ece_is_zero_for_a_calibrated_model() {
+        // σ(ln 3) = 3/4 confidence everywhere, and 3 of the 4 pairs right.
+        let l3 = 3.0f64.ln();
+        let m = evaluate_pairs(&[l3, l3, l3, 0.0], &[0.0, 0.0, 0.0, l3], None, 0);
+        assert_close(m.ece, 0.0, "top-label ECE");
+        assert_close(ece_p(&[l3, l3, l3, -l3]).ece, 0.375, "ece_p");
     }
 
     #[test]

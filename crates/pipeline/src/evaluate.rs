@@ -10,6 +10,7 @@ use rmtrain_data::Pair;
 use rmtrain_eval::{EvalRow, PairMetrics};
 use rmtrain_merge::Combine;
 use rmtrain_models::ScoreOptions;
+pub use rmtrain_train::evaluate::pair_metrics;
 use std::path::{Path, PathBuf};
 
 /// One row of an evaluation.
@@ -105,11 +106,4 @@ pub fn evaluate_models(models: &[PathBuf], entries: &[Entry], sets: &[(String, V
         gaps.push(entry_gaps);
     }
     Ok(Evaluation { sets: sets.iter().map(|(n, _)| n.clone()).collect(), rows, gaps, distinct_texts: texts.len(), truncated_texts })
-}
-
-/// The metrics of rewards (chosen, rejected) of `pairs`; Spearman against the gold margin when
-/// every pair has one.
-pub fn pair_metrics(pairs: &[Pair], r_chosen: &[f64], r_rejected: &[f64], seed: u64) -> PairMetrics {
-    let gold: Option<Vec<f64>> = pairs.iter().map(|p| p.gold_margin).collect();
-    rmtrain_eval::evaluate_pairs(r_chosen, r_rejected, gold.as_deref(), seed)
 }

@@ -34,6 +34,8 @@ pub enum PipelineError {
     Merge(#[from] rmtrain_merge::MergeError),
     #[error(transparent)]
     Core(#[from] rmtrain_core::CoreError),
+    #[error(transparent)]
+    Plot(#[from] rmtrain_eval::PlotError),
     /// A recipe, flag or folder that cannot be used: where, and why.
     #[error("{0}")]
     Config(String),

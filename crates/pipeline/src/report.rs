@@ -4,7 +4,7 @@
 use crate::recipe::Recipe;
 use crate::warm::WarmResults;
 use crate::Result;
-use rmtrain_eval::{accuracy_matrix_markdown, markdown_table, EvalRow, PairMetrics};
+use rmtrain_eval::{accuracy_matrix_markdown, markdown_table, render_markdown_table, Align, BarSeries, EvalRow, PairMetrics};
 use rmtrain_train::TrainOutcome;
 use std::path::Path;
 
@@ -21,14 +21,10 @@ impl SingleReport {
     }
 }
 
-/// A markdown table: a header row, left-aligned cells, `|` in a cell escaped.
-pub fn md_table(headers: &[String], rows: &[Vec<String>]) -> String {
-    let esc = |s: &String| s.replace('|', "\\|");
-    let mut out = format!("| {} |\n|{}\n", headers.iter().map(esc).collect::<Vec<_>>().join(" | "), "---|".repeat(headers.len()));
-    for r in rows {
-        out.push_str(&format!("| {} |\n", r.iter().map(esc).collect::<Vec<_>>().join(" | ")));
-    }
-    out
+/// A markdown table with left-aligned columns (rmtrain-eval's one builder).
+fn md_table(headers: &[String], rows: &[Vec<String>]) -> String {
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    render_markdown_table(&headers, &vec![Align::Left; headers.len()], rows)
 }
 
 /// The single-model recipe's report.md / report.json.
@@ -106,11 +102,20 @@ pub fn write_warm_report(recipe: &Recipe, out: &Path, r: &WarmResults) -> Result
         if out.join("plots/interpolation.png").is_file() { ", `plots/interpolation.png`" } else { "" }
     ));
 
-    let mut series: Vec<(String, Vec<f64>)> = vec![("best member".into(), best.clone()), ("mean member".into(), mean.clone())];
-    for label in r.models.iter().map(|(l, _)| l.clone()).filter(|l| l == "WARM" || l.starts_with("ENS-")) {
-        series.push((label.clone(), r.accuracies(&label).expect("label from the list")));
+    // Reference rows (best, mean member) have no interval; WARM and the ensembles carry their
+    // bootstrap intervals as error bars.
+    let mut series = vec![
+        BarSeries { label: "best member".into(), values: best.clone(), intervals: None },
+        BarSeries { label: "mean member".into(), values: mean.clone(), intervals: None },
+    ];
+    for (label, ms) in r.models.iter().filter(|(l, _)| l == "WARM" || l.starts_with("ENS-")) {
+        series.push(BarSeries {
+            label: label.clone(),
+            values: ms.iter().map(|m| m.accuracy).collect(),
+            intervals: Some(ms.iter().map(|m| m.accuracy_ci95).collect()),
+        });
     }
-    let lo = series.iter().flat_map(|(_, v)| v.iter().copied()).fold(1.0, f64::min);
+    let lo = series.iter().flat_map(|s| s.values.iter().chain(s.intervals.iter().flatten().map(|(l, _)| l)).copied()).fold(1.0, f64::min);
     std::fs::create_dir_all(out.join("plots")).map_err(|e| rmtrain_core::CoreError::io(out.join("plots"), e))?;
     rmtrain_eval::bar_chart_grouped(&out.join("plots/accuracy.png"), &format!("{}: gold-label accuracy", recipe.name), &r.sets, &series, Some(((lo - 0.05).max(0.0), 1.0)))?;
     let json = serde_json::json!({

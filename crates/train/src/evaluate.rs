@@ -16,6 +16,12 @@ pub fn score_pairs(rm: &RewardModel, pairs: &[Pair], opts: &ScoreOptions) -> Res
 /// Accuracy, ECE, Brier and (with gold margins on every pair) Spearman of the reward gap.
 pub fn evaluate_pairs_with_model(rm: &RewardModel, pairs: &[Pair], opts: &ScoreOptions, seed: u64) -> Result<PairMetrics, ModelError> {
     let (rc, rr) = score_pairs(rm, pairs, opts)?;
+    Ok(pair_metrics(pairs, &rc, &rr, seed))
+}
+
+/// The metrics of rewards (chosen, rejected) of `pairs`; Spearman against the gold margin when
+/// every pair has one. `seed` drives the bootstrap interval.
+pub fn pair_metrics(pairs: &[Pair], r_chosen: &[f64], r_rejected: &[f64], seed: u64) -> PairMetrics {
     let gold: Option<Vec<f64>> = pairs.iter().map(|p| p.gold_margin).collect();
-    Ok(rmtrain_eval::evaluate_pairs(&rc, &rr, gold.as_deref(), seed))
+    rmtrain_eval::evaluate_pairs(r_chosen, r_rejected, gold.as_deref(), seed)
 }

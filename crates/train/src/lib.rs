@@ -10,7 +10,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::{LossConfig, Schedule, TrainConfig};
-pub use evaluate::{evaluate_pairs_with_model, score_pairs};
+pub use evaluate::{evaluate_pairs_with_model, pair_metrics, score_pairs};
 pub use trainer::{train, TrainOutcome, TrainRequest};
 
 /// Errors of training; each names the file or setting that failed.
