@@ -109,7 +109,7 @@ fn strict_loading_names_missing_and_unexpected_tensors() {
             *name = "classifier.bias_renamed".into();
         }
     }
-    let out = safetensors::tensor::serialize(tensors, &None).expect("serialize");
+    let out = safetensors::tensor::serialize(tensors, None).expect("serialize");
     std::fs::write(dir.join("model.safetensors"), out).expect("write");
     let err = RewardModel::load(&dir, 128, &cpu()).err().expect("must fail").to_string();
     assert!(err.contains("classifier.bias: missing"), "{err}");
@@ -398,7 +398,7 @@ fn bare_backbone(name: &str) -> PathBuf {
     rows.push(("embeddings.position_ids".into(), safetensors::Dtype::I64, vec![1, 128], (0..128i64).flat_map(|i| i.to_le_bytes()).collect()));
     let views: Vec<(String, safetensors::tensor::TensorView)> =
         rows.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"))).collect();
-    std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, &None).expect("ser")).expect("write");
+    std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, None).expect("ser")).expect("write");
     dir
 }
 
@@ -468,7 +468,7 @@ fn pretraining_heads_are_ignored_and_other_unknown_tensors_still_fail() {
         }
         let views: Vec<(String, safetensors::tensor::TensorView)> =
             rows.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view"))).collect();
-        std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, &None).expect("ser")).expect("write");
+        std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, None).expect("ser")).expect("write");
         dir
     };
     let heads = with("cls-heads", &["cls.predictions.bias", "cls.predictions.transform.dense.bias", "cls.seq_relationship.bias"]);
@@ -667,7 +667,7 @@ fn rewrite_tensors(dir: &Path, edit: impl Fn(&mut Vec<(String, safetensors::Dtyp
         .iter()
         .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view")))
         .collect();
-    std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, &None).expect("ser")).expect("write");
+    std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, None).expect("ser")).expect("write");
 }
 
 #[test]

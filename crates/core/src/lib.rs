@@ -5,12 +5,14 @@
 pub mod fs;
 pub mod manifest;
 pub mod metrics;
+pub mod mmap;
 pub mod progress;
 pub mod seed;
 
 pub use fs::{sha256_bytes, sha256_file, sha256_files, write_atomic, write_json_atomic, AtomicDir};
 pub use manifest::Manifest;
 pub use metrics::MetricsLog;
+pub use mmap::{map_readonly, Mmap};
 pub use progress::progress_bar;
 pub use seed::{mix_seed, splitmix64};
 

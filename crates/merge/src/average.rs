@@ -2,14 +2,20 @@
 //! (Ramé et al. 2024, "WARM: On the Benefits of Weight Averaged Reward Models", arXiv 2401.12187;
 //! mergekit's `linear` method is the same arithmetic). θ_WARM = Σ_i w_i θ_i with Σ w_i = 1.
 //!
-//! Streams slice by slice: for each tensor, slices of 1 Mi elements are read from every member with
-//! a seek, summed in f64 and written out, so memory holds a few MB, never a tensor or N models. Refuses folders that differ in config, tensor names, shapes, dtypes or tokenizer; warns
-//! (refuses under `strict`) when manifests show different init weights, since averaging only
-//! works along the linear mode connectivity a shared pre-training + init gives.
+//! Streams slice by slice: each member's weights are memory-mapped, and for each tensor slices of
+//! 1 Mi elements are read from every member, summed in f64 and written out in the input dtype, so
+//! memory holds a few MB per member, never a tensor or N models. Refuses folders that differ in
+//! config, tensor names, shapes, dtypes or tokenizer; warns (refuses under `strict`) when manifests
+//! show different init weights, since averaging only works along the linear mode connectivity a
+//! shared pre-training + init gives.
+//!
+//! The average's `rmtrain.json` carries what scoring it needs: the members' `max_length` and, when
+//! every member has them, the weighted mean of their reward mean/std (for z-normalised ensembles).
 
-use crate::safetensors_stream::{encode, StreamedFile, TensorInfo};
+use crate::safetensors_stream::{encode, header, MappedSafetensors, FLOAT_DTYPES, INTEGER_DTYPES};
 use crate::MergeError;
 use rmtrain_core::{AtomicDir, Manifest};
+use safetensors::tensor::TensorInfo;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,10 +61,6 @@ fn read_json(path: &Path) -> Result<serde_json::Value, MergeError> {
     serde_json::from_str(&text).map_err(|e| MergeError::file(path, format!("invalid JSON: {e}")))
 }
 
-fn is_float(dtype: &str) -> bool {
-    matches!(dtype, "F32" | "F64" | "F16" | "BF16")
-}
-
 fn normalised_weights(n: usize, weights: &Option<Vec<f64>>) -> Result<Vec<f64>, MergeError> {
     match weights {
         None => Ok(vec![1.0 / n as f64; n]),
@@ -73,9 +75,18 @@ fn normalised_weights(n: usize, weights: &Option<Vec<f64>>) -> Result<Vec<f64>, 
     }
 }
 
+/// The member folders, checked alike and opened.
+struct Members {
+    /// Each member's mapped `model.safetensors`, in the order of the folders.
+    files: Vec<MappedSafetensors>,
+    /// Each member's `rmtrain.json`, None where it has none (e.g. an imported HF folder).
+    manifests: Vec<Option<Manifest>>,
+    warnings: Vec<String>,
+}
+
 /// Checks that every folder has the first one's config (up to the allowed keys), tokenizer and
-/// tensor layout. Returns the opened weight files and warnings.
-fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, Vec<String>), MergeError> {
+/// tensor layout, and that every tensor is a float that can be averaged or an integer buffer.
+fn check_members(dirs: &[PathBuf], strict: bool) -> Result<Members, MergeError> {
     if dirs.len() < 2 {
         return Err(MergeError::Options(format!("averaging needs at least 2 folders, got {}", dirs.len())));
     }
@@ -108,7 +119,14 @@ fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, V
     if base_tok[0].1.is_none() {
         return Err(MergeError::file(first.join("tokenizer.json"), "missing"));
     }
-    let mut files = vec![StreamedFile::open(&first.join("model.safetensors"))?];
+    let mut files = vec![MappedSafetensors::open(&first.join("model.safetensors"))?];
+    // Members are checked to share every dtype below, so the first member's decide.
+    if let Some((name, info)) = files[0].tensors.iter().find(|(_, i)| !FLOAT_DTYPES.contains(&i.dtype) && !INTEGER_DTYPES.contains(&i.dtype)) {
+        return Err(MergeError::file(
+            &files[0].path,
+            format!("tensor {name}: dtype {} cannot be averaged (F32, F64, F16 and BF16 can; integer buffers are copied)", info.dtype),
+        ));
+    }
     for d in &dirs[1..] {
         let config = config_of(d)?;
         let keys: BTreeSet<&String> = base_config.keys().chain(config.keys()).collect();
@@ -128,7 +146,7 @@ fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, V
                 return Err(MergeError::Mismatch(format!("{file} differs between {} and {}", first.display(), d.display())));
             }
         }
-        let f = StreamedFile::open(&d.join("model.safetensors"))?;
+        let f = MappedSafetensors::open(&d.join("model.safetensors"))?;
         let a: BTreeSet<&String> = files[0].tensors.keys().collect();
         let b: BTreeSet<&String> = f.tensors.keys().collect();
         if let Some(name) = a.difference(&b).next() {
@@ -141,7 +159,7 @@ fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, V
             let other = &f.tensors[name];
             let differs = [
                 ("shape", format!("{:?}", info.shape), format!("{:?}", other.shape)),
-                ("dtype", info.dtype.clone(), other.dtype.clone()),
+                ("dtype", info.dtype.to_string(), other.dtype.to_string()),
             ];
             if let Some((what, a, b)) = differs.into_iter().find(|(_, a, b)| a != b) {
                 return Err(MergeError::Mismatch(format!(
@@ -154,7 +172,8 @@ fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, V
         files.push(f);
     }
     // Shared init: WARM's premise. Manifests record the sha256 of the weights training began from.
-    let inits: Vec<Option<String>> = dirs.iter().map(|d| Manifest::read(d).ok().and_then(|m| m.init_weights_sha256)).collect();
+    let manifests: Vec<Option<Manifest>> = dirs.iter().map(|d| Manifest::read(d).ok()).collect();
+    let inits: Vec<Option<String>> = manifests.iter().map(|m| m.as_ref().and_then(|m| m.init_weights_sha256.clone())).collect();
     let distinct: BTreeSet<&Option<String>> = inits.iter().collect();
     if distinct.len() > 1 || inits.iter().any(Option::is_none) {
         let msg = if inits.iter().any(Option::is_none) {
@@ -170,46 +189,92 @@ fn check_members(dirs: &[PathBuf], strict: bool) -> Result<(Vec<StreamedFile>, V
         }
         warnings.push(msg);
     }
-    Ok((files, warnings))
+    Ok(Members { files, manifests, warnings })
+}
+
+/// The members' common `max_length`. When they differ, the smallest: every member was trained (and
+/// had its reward statistics computed) on texts at least that long, so none scores text longer
+/// than it has seen. Returns the value, how it was chosen (for the recipe) and any warning.
+fn common_max_length(dirs: &[PathBuf], manifests: &[Option<Manifest>]) -> (Option<usize>, &'static str, Option<String>) {
+    let lengths: Vec<Option<usize>> = manifests.iter().map(|m| m.as_ref().and_then(|m| m.max_length)).collect();
+    let distinct: BTreeSet<&Option<usize>> = lengths.iter().collect();
+    if distinct.len() == 1 {
+        return match lengths[0] {
+            Some(n) => (Some(n), "the members' common value", None),
+            None => (None, "none: no member records one", Some("no member's rmtrain.json records max_length: the average has none".into())),
+        };
+    }
+    let smallest = lengths.iter().flatten().min().copied();
+    let listed = dirs
+        .iter()
+        .zip(&lengths)
+        .map(|(d, n)| format!("{}={}", d.display(), n.map_or("none".into(), |n| n.to_string())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let warning = format!("members differ in max_length ({listed}): the average uses the smallest, {}", smallest.map_or("none".into(), |n| n.to_string()));
+    (smallest, "the smallest of the members' (they differ)", Some(warning))
+}
+
+/// `(Σ w_i mean_i, Σ w_i std_i)` of the members' reward statistics when every member records both;
+/// else None and a warning naming those that do not. The weighted mean is an approximation of the
+/// average's own statistics (which the pipeline may compute and overwrite); it lets a WARM model
+/// be z-normalised in an ensemble without rescoring a reference set.
+fn weighted_reward_stats(dirs: &[PathBuf], manifests: &[Option<Manifest>], weights: &[f64]) -> (Option<(f64, f64)>, Option<String>) {
+    let stats: Vec<Option<(f64, f64)>> = manifests.iter().map(|m| m.as_ref().and_then(|m| m.reward_mean.zip(m.reward_std))).collect();
+    let lacking: Vec<String> = dirs.iter().zip(&stats).filter(|(_, s)| s.is_none()).map(|(d, _)| d.display().to_string()).collect();
+    if !lacking.is_empty() {
+        let warning = format!(
+            "{} record no reward_mean/reward_std in rmtrain.json: the average has none (score a reference set with it to z-normalise it in an ensemble)",
+            lacking.join(", ")
+        );
+        return (None, Some(warning));
+    }
+    let weighted = stats.iter().flatten().zip(weights).fold((0.0, 0.0), |(m, s), ((mi, si), w)| (m + w * mi, s + w * si));
+    (Some(weighted), None)
 }
 
 /// Averages the checkpoint folders `dirs` into the HF folder `out` (written atomically).
+///
+/// The average's `rmtrain.json` records:
+/// - `max_length`: the members' common value; if they differ, the smallest, with a warning naming
+///   each member's;
+/// - `reward_mean` / `reward_std`: the weighted mean of the members' (Σ w_i mean_i, Σ w_i std_i)
+///   when every member records them, else none, with a warning. An approximation of the average's
+///   own statistics, which the pipeline may compute and overwrite; the manifest's `recipe` says so.
 pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) -> Result<AverageReport, MergeError> {
     let weights = normalised_weights(dirs.len(), &opts.weights)?;
-    let (mut files, warnings) = check_members(dirs, opts.strict)?;
+    let Members { files, manifests, mut warnings } = check_members(dirs, opts.strict)?;
     let staging = AtomicDir::new(out)?;
 
-    // Output layout: the first member's tensor order and offsets (identical sizes in every member).
-    let mut order: Vec<(String, TensorInfo)> = files[0].tensors.iter().map(|(n, i)| (n.clone(), i.clone())).collect();
-    order.sort_by_key(|(_, i)| i.start);
-    let mut header = serde_json::Map::new();
-    let mut offset = 0u64;
+    // Output layout: the first member's tensor order, offsets from 0 (identical sizes in every member).
+    let mut order: Vec<(&String, &TensorInfo)> = files[0].tensors.iter().collect();
+    order.sort_by_key(|(_, i)| i.data_offsets.0);
+    let mut layout = Vec::with_capacity(order.len());
+    let mut offset = 0;
     for (name, info) in &order {
-        let len = info.end - info.start;
-        header.insert(name.clone(), serde_json::json!({"dtype": info.dtype, "shape": info.shape, "data_offsets": [offset, offset + len]}));
+        let len = info.data_offsets.1 - info.data_offsets.0;
+        layout.push(((*name).clone(), TensorInfo { dtype: info.dtype, shape: info.shape.clone(), data_offsets: (offset, offset + len) }));
         offset += len;
     }
-    header.insert("__metadata__".into(), files[0].metadata.clone().unwrap_or_else(|| serde_json::json!({"format": "pt"})));
-    let mut header_bytes = serde_json::to_vec(&header).map_err(|e| MergeError::file(out, e))?;
-    while header_bytes.len() % 8 != 0 {
-        header_bytes.push(b' '); // the format pads the header with spaces to 8-byte alignment
-    }
+    let mut metadata = files[0].metadata.clone().unwrap_or_default();
+    metadata.entry("format".into()).or_insert_with(|| "pt".into());
+    let header_bytes = header(Some(metadata), layout).map_err(|e| MergeError::file(out, e))?;
     let path = staging.path().join("model.safetensors");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| MergeError::file(&path, e))?);
     let io = |e: std::io::Error| MergeError::file(&path, e);
-    w.write_all(&(header_bytes.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(&header_bytes).map_err(io)?;
     for (name, info) in &order {
-        if !is_float(&info.dtype) {
+        if INTEGER_DTYPES.contains(&info.dtype) {
             // Integer buffers (e.g. HF's `embeddings.position_ids`) are not weights: copied when
-            // every member has the same bytes, refused otherwise.
-            let bytes = files[0].read_raw(name)?;
-            for f in files.iter_mut().skip(1) {
-                if f.read_raw(name)? != bytes {
+            // every member has the same bytes, refused otherwise. Compared in place in the maps.
+            let bytes = files[0].view(name)?.data();
+            for f in &files[1..] {
+                if f.view(name)?.data() != bytes {
                     return Err(MergeError::Mismatch(format!("integer tensor {name} ({}) differs between members", info.dtype)));
                 }
             }
-            w.write_all(&bytes).map_err(io)?;
+            w.write_all(bytes).map_err(io)?;
+            files.iter().for_each(|f| f.release(name));
             continue;
         }
         // In slices of SLICE elements: memory holds one slice per member, not one tensor.
@@ -218,11 +283,11 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
         while from < total {
             let count = SLICE.min(total - from);
             let mut acc = vec![0f64; count];
-            for (f, wt) in files.iter_mut().zip(&weights) {
+            for (f, wt) in files.iter().zip(&weights) {
                 let v = f.read_f64_range(name, from, count)?;
                 acc.iter_mut().zip(&v).for_each(|(a, x)| *a += x * wt);
             }
-            let bytes = encode(&info.dtype, &acc)
+            let bytes = encode(info.dtype, &acc)
                 .ok_or_else(|| MergeError::file(&files[0].path, format!("tensor {name}: dtype {} cannot be averaged", info.dtype)))?;
             w.write_all(&bytes).map_err(io)?;
             from += count;
@@ -238,22 +303,40 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
             std::fs::copy(&src, staging.path().join(name)).map_err(|e| MergeError::file(&src, e))?;
         }
     }
-    let first_manifest = Manifest::read(first).ok();
+    let (max_length, max_length_rule, warning) = common_max_length(dirs, &manifests);
+    warnings.extend(warning);
+    let (reward_stats, warning) = weighted_reward_stats(dirs, &manifests, &weights);
+    warnings.extend(warning);
+    let reward_stats_rule = match reward_stats {
+        Some(_) => "weighted mean of the members' (an approximation: the pipeline may overwrite it with the average's own statistics)",
+        None => "none: not every member records them",
+    };
+    let first_manifest = manifests[0].as_ref();
     let manifest = Manifest {
         rmtrain_version: env!("CARGO_PKG_VERSION").into(),
         kind: "average".into(),
-        init_weights_sha256: first_manifest.as_ref().and_then(|m| m.init_weights_sha256.clone()),
-        pooling: first_manifest.as_ref().map(|m| m.pooling.clone()).unwrap_or_default(),
-        recipe: serde_json::json!({"method": "weight average (WARM)", "strict": opts.strict}),
+        init_weights_sha256: first_manifest.and_then(|m| m.init_weights_sha256.clone()),
+        pooling: first_manifest.map(|m| m.pooling.clone()).unwrap_or_default(),
+        recipe: serde_json::json!({
+            "method": "weight average (WARM)",
+            "strict": opts.strict,
+            "max_length": max_length_rule,
+            "reward_stats": reward_stats_rule,
+        }),
+        max_length,
+        reward_mean: reward_stats.map(|(mean, _)| mean),
+        reward_std: reward_stats.map(|(_, std)| std),
         members: dirs
             .iter()
             .zip(&weights)
-            .map(|(d, w)| {
-                let m = Manifest::read(d).ok();
+            .zip(&manifests)
+            .map(|((d, w), m)| {
                 serde_json::json!({
                     "dir": d, "weight": w,
                     "init_weights_sha256": m.as_ref().and_then(|m| m.init_weights_sha256.clone()),
                     "seed": m.as_ref().map(|m| m.seed), "step": m.as_ref().map(|m| m.step),
+                    "max_length": m.as_ref().and_then(|m| m.max_length),
+                    "reward_mean": m.as_ref().and_then(|m| m.reward_mean), "reward_std": m.as_ref().and_then(|m| m.reward_std),
                 })
             })
             .collect(),
@@ -266,7 +349,7 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
         members: dirs.to_vec(),
         weights,
         tensors: order.len(),
-        bytes_written: 8 + header_bytes.len() as u64 + offset,
+        bytes_written: (header_bytes.len() + offset) as u64,
         warnings,
     })
 }
@@ -274,15 +357,119 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
 /// θ(t) = (1 − t)·A + t·B for every tensor of two checkpoint folders (checked like averaging), in
 /// memory, as `(name, shape, values)` rows: the points of a mode-connectivity curve.
 pub fn interpolate_tensors(a: &Path, b: &Path, t: f64) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, MergeError> {
-    let (mut files, _) = check_members(&[a.to_path_buf(), b.to_path_buf()], false)?;
+    let Members { files, .. } = check_members(&[a.to_path_buf(), b.to_path_buf()], false)?;
     // Float tensors only: integer buffers (position ids) are not parameters of the model.
-    let names: Vec<(String, Vec<usize>)> =
-        files[0].tensors.iter().filter(|(_, i)| is_float(&i.dtype)).map(|(n, i)| (n.clone(), i.shape.clone())).collect();
-    let mut out = Vec::with_capacity(names.len());
-    for (name, shape) in names {
-        let x = files[0].read_f64(&name)?;
-        let y = files[1].read_f64(&name)?;
-        out.push((name, shape, x.iter().zip(&y).map(|(x, y)| ((1.0 - t) * x + t * y) as f32).collect()));
+    let names = files[0].tensors.iter().filter(|(_, i)| FLOAT_DTYPES.contains(&i.dtype));
+    let mut out = Vec::new();
+    for (name, info) in names {
+        let x = files[0].read_f64(name)?;
+        let y = files[1].read_f64(name)?;
+        out.push((name.clone(), info.shape.clone(), x.iter().zip(&y).map(|(x, y)| ((1.0 - t) * x + t * y) as f32).collect()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::{Dtype, TensorView};
+    use safetensors::SafeTensors;
+
+    type Rows = Vec<(&'static str, Dtype, Vec<usize>, Vec<u8>)>;
+
+    fn le<const N: usize>(values: impl IntoIterator<Item = [u8; N]>) -> Vec<u8> {
+        values.into_iter().flatten().collect()
+    }
+
+    /// A folder with the files averaging reads: a one-key config, a tokenizer, weights from
+    /// `rows` and `manifest` as rmtrain.json.
+    fn member(root: &Path, name: &str, rows: &Rows, manifest: Manifest) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("config.json"), r#"{"hidden_size": 2}"#).expect("config");
+        std::fs::write(dir.join("tokenizer.json"), "{}").expect("tokenizer");
+        let views: Vec<(String, TensorView)> =
+            rows.iter().map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).expect("view"))).collect();
+        std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, None).expect("serialize")).expect("weights");
+        manifest.write(&dir).expect("manifest");
+        dir
+    }
+
+    fn rows(w: [f32; 2], h: [f64; 2], ids: [i64; 3]) -> Rows {
+        vec![
+            ("w", Dtype::F32, vec![2], le(w.map(f32::to_le_bytes))),
+            ("h", Dtype::F16, vec![2], le(h.map(|x| half::f16::from_f64(x).to_le_bytes()))),
+            ("b", Dtype::BF16, vec![2], le(h.map(|x| half::bf16::from_f64(x).to_le_bytes()))),
+            ("ids", Dtype::I64, vec![3], le(ids.map(i64::to_le_bytes))),
+        ]
+    }
+
+    fn trained(max_length: usize, stats: Option<(f64, f64)>) -> Manifest {
+        Manifest {
+            kind: "train".into(),
+            init_weights_sha256: Some("0".repeat(64)),
+            max_length: Some(max_length),
+            reward_mean: stats.map(|s| s.0),
+            reward_std: stats.map(|s| s.1),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_average_keeps_dtypes_and_its_manifest_carries_max_length_and_weighted_reward_stats() {
+        let root = tempfile::tempdir().expect("tmp");
+        let a = member(root.path(), "a", &rows([1.0, 2.0], [1.0, -2.0], [0, 1, 2]), trained(64, Some((1.0, 2.0))));
+        let b = member(root.path(), "b", &rows([5.0, 6.0], [3.0, 2.0], [0, 1, 2]), trained(64, Some((3.0, 4.0))));
+        let out = root.path().join("avg");
+        let opts = AverageOptions { weights: Some(vec![3.0, 1.0]), strict: true };
+        let report = average_checkpoints(&[a, b], &out, &opts).expect("average");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+        let manifest = Manifest::read(&out).expect("manifest");
+        assert_eq!(manifest.max_length, Some(64));
+        assert_eq!((manifest.reward_mean, manifest.reward_std), (Some(0.75 * 1.0 + 0.25 * 3.0), Some(0.75 * 2.0 + 0.25 * 4.0)));
+        assert!(manifest.recipe["reward_stats"].as_str().expect("rule").starts_with("weighted mean"), "{}", manifest.recipe);
+
+        let bytes = std::fs::read(out.join("model.safetensors")).expect("weights");
+        assert_eq!(report.bytes_written, bytes.len() as u64);
+        let st = SafeTensors::deserialize(&bytes).expect("a valid safetensors file");
+        let (_, metadata) = SafeTensors::read_metadata(&bytes).expect("metadata");
+        assert_eq!(metadata.metadata().as_ref().and_then(|m| m.get("format")).map(String::as_str), Some("pt"));
+        let read = |name: &str, dtype: Dtype| {
+            let view = st.tensor(name).expect("tensor");
+            assert_eq!(view.dtype(), dtype, "{name} keeps its dtype");
+            crate::safetensors_stream::decode(dtype, view.data()).expect("float")
+        };
+        assert_eq!(read("w", Dtype::F32), vec![2.0, 3.0]);
+        assert_eq!(read("h", Dtype::F16), vec![1.5, -1.0]);
+        assert_eq!(read("b", Dtype::BF16), vec![1.5, -1.0]);
+        assert_eq!(st.tensor("ids").expect("ids").data(), le([0i64, 1, 2].map(i64::to_le_bytes)).as_slice(), "integer buffer copied");
+    }
+
+    #[test]
+    fn members_that_differ_in_max_length_or_lack_reward_stats_average_with_warnings() {
+        let root = tempfile::tempdir().expect("tmp");
+        let a = member(root.path(), "a", &rows([1.0, 2.0], [1.0, 2.0], [0, 1, 2]), trained(64, Some((1.0, 2.0))));
+        let b = member(root.path(), "b", &rows([1.0, 2.0], [1.0, 2.0], [0, 1, 2]), trained(32, None));
+        let out = root.path().join("avg");
+        let report = average_checkpoints(&[a.clone(), b.clone()], &out, &Default::default()).expect("average");
+        let manifest = Manifest::read(&out).expect("manifest");
+        assert_eq!(manifest.max_length, Some(32), "the smallest");
+        assert_eq!((manifest.reward_mean, manifest.reward_std), (None, None));
+        let warned = |parts: &[&str]| report.warnings.iter().any(|w| parts.iter().all(|p| w.contains(p)));
+        let (a, b) = (a.display().to_string(), b.display().to_string());
+        assert!(warned(&["max_length", &format!("{a}=64"), &format!("{b}=32")]), "{:?}", report.warnings);
+        assert!(warned(&["reward_mean", &b]) && !warned(&["reward_mean", &format!("{a},")]), "{:?}", report.warnings);
+    }
+
+    #[test]
+    fn integer_buffers_that_differ_are_refused_and_leave_no_output() {
+        let root = tempfile::tempdir().expect("tmp");
+        let a = member(root.path(), "a", &rows([1.0, 2.0], [1.0, 2.0], [0, 1, 2]), trained(64, None));
+        let b = member(root.path(), "b", &rows([1.0, 2.0], [1.0, 2.0], [0, 1, 3]), trained(64, None));
+        let out = root.path().join("avg");
+        let err = average_checkpoints(&[a, b], &out, &Default::default()).expect_err("refused").to_string();
+        assert!(err.contains("integer tensor ids (I64) differs between members"), "{err}");
+        assert!(!out.exists());
+    }
 }

@@ -1,12 +1,25 @@
-//! HF safetensors in and out, strictly. Reading gives a [`TensorMap`] from which a model takes each
-//! tensor by its HF name with its expected shape; whatever was not taken is reported as unexpected.
-//! Writing takes `(hf_name, shape, values)` rows and writes `model.safetensors` with the
+//! HF safetensors in and out, strictly. Reading maps the file and gives a [`TensorMap`] from which a
+//! model takes each tensor by its HF name with its expected shape; whatever was not taken is
+//! reported as unexpected. A tensor is converted to f32 only when taken, and its mapped pages are
+//! then released, so loading holds the model's own copy plus the file pages of the one tensor being
+//! converted, never the whole file or an f32 copy of all of it (what a billion-parameter checkpoint
+//! needs). Writing takes `(hf_name, shape, values)` rows and writes `model.safetensors` with the
 //! `{"format": "pt"}` metadata transformers expects.
 
 use crate::ModelError;
-use safetensors::tensor::{Dtype, TensorView};
+use half::{bf16, f16};
+use rmtrain_core::Mmap;
+use safetensors::tensor::{Dtype, TensorInfo, TensorView};
+use safetensors::SafeTensors;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// The little-endian u64 header length that opens every safetensors file; tensor data starts
+/// right after the header it announces.
+const HEADER_LEN_BYTES: usize = 8;
+
+/// The dtypes a model's parameters are read from (converted to f32 on `take`).
+const FLOAT_DTYPES: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::F64];
 
 /// One tensor read from a safetensors file, converted to f32.
 #[derive(Debug, Clone)]
@@ -15,35 +28,56 @@ pub struct HostTensor {
     pub values: Vec<f32>,
 }
 
+/// A tensor not taken yet.
+enum Stored {
+    /// Still in the mapped file, in its stored dtype.
+    Mapped(TensorInfo),
+    /// Already f32 in memory ([`TensorMap::from_rows`]).
+    Host(HostTensor),
+}
+
+/// A memory-mapped safetensors file; its tensors' `data_offsets` count from `data_start`.
+struct MappedFile {
+    map: Mmap,
+    data_start: usize,
+}
+
+impl MappedFile {
+    fn bytes(&self, info: &TensorInfo) -> std::ops::Range<usize> {
+        let (start, end) = info.data_offsets;
+        self.data_start + start..self.data_start + end
+    }
+
+    fn view(&self, info: &TensorInfo) -> TensorView<'_> {
+        TensorView::new(info.dtype, info.shape.clone(), &self.map[self.bytes(info)])
+            .expect("read_metadata checked every tensor's offsets and size against the file")
+    }
+}
+
 /// Tensors of one safetensors file by name; `take` removes, so leftovers are the unexpected ones.
 pub struct TensorMap {
     path: PathBuf,
-    tensors: BTreeMap<String, HostTensor>,
+    /// The mapped file behind every `Stored::Mapped` tensor (None for [`TensorMap::from_rows`]).
+    file: Option<MappedFile>,
+    tensors: BTreeMap<String, Stored>,
     problems: Vec<String>,
 }
 
 impl TensorMap {
+    /// Maps `path` and reads its header; no tensor data is read until [`TensorMap::take`].
     pub fn read(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelError::file(path, e))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| ModelError::file(path, format!("not a safetensors file: {e}")))?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            if let Some(values) = to_f32(&view) {
-                tensors.insert(name, HostTensor { shape: view.shape().to_vec(), values });
-            } else {
-                // Integer buffers (e.g. `embeddings.position_ids`) are kept only by shape so the
-                // caller can decide whether they are tolerated.
-                tensors.insert(name, HostTensor { shape: view.shape().to_vec(), values: Vec::new() });
-            }
-        }
-        Ok(Self { path: path.to_path_buf(), tensors, problems: Vec::new() })
+        let map = rmtrain_core::map_readonly(path)?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&map).map_err(|e| ModelError::file(path, format!("not a safetensors file: {e}")))?;
+        let tensors = metadata.tensors().into_iter().map(|(name, info)| (name, Stored::Mapped(info.clone()))).collect();
+        let file = MappedFile { map, data_start: HEADER_LEN_BYTES + header_len };
+        Ok(Self { path: path.to_path_buf(), file: Some(file), tensors, problems: Vec::new() })
     }
 
     /// A map over tensors already in memory (`label` names them in errors).
     pub fn from_rows(label: &Path, rows: Vec<(String, Vec<usize>, Vec<f32>)>) -> Self {
-        let tensors = rows.into_iter().map(|(n, shape, values)| (n, HostTensor { shape, values })).collect();
-        Self { path: label.to_path_buf(), tensors, problems: Vec::new() }
+        let tensors = rows.into_iter().map(|(n, shape, values)| (n, Stored::Host(HostTensor { shape, values }))).collect();
+        Self { path: label.to_path_buf(), file: None, tensors, problems: Vec::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -58,20 +92,30 @@ impl TensorMap {
         self.tensors.keys()
     }
 
-    /// Takes `name` with the expected shape. A missing or mis-shaped tensor is recorded (so one
-    /// error lists every problem) and zeros are returned in its place.
+    /// Takes `name` with the expected shape, converted to f32 from its stored float dtype. A
+    /// missing, mis-shaped or non-float tensor is recorded (so one error lists every problem) and
+    /// zeros are returned in its place.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> HostTensor {
-        match self.tensors.remove(name) {
-            Some(t) if t.shape == shape && t.values.len() == shape.iter().product::<usize>() => t,
-            Some(t) => {
-                self.problems.push(format!("{name}: shape {:?} (dtype ok: {}), expected {shape:?}", t.shape, !t.values.is_empty()));
-                HostTensor { shape: shape.to_vec(), values: vec![0.0; shape.iter().product()] }
-            }
-            None => {
-                self.problems.push(format!("{name}: missing"));
-                HostTensor { shape: shape.to_vec(), values: vec![0.0; shape.iter().product()] }
-            }
-        }
+        let zeros = || HostTensor { shape: shape.to_vec(), values: vec![0.0; shape.iter().product()] };
+        let problem = match self.tensors.remove(name) {
+            None => "missing".to_string(),
+            Some(Stored::Host(t)) if t.shape == shape && t.values.len() == shape.iter().product::<usize>() => return t,
+            Some(Stored::Host(t)) => format!("shape {:?}, expected {shape:?}", t.shape),
+            Some(Stored::Mapped(info)) => match (info.shape == shape, FLOAT_DTYPES.contains(&info.dtype)) {
+                (true, true) => {
+                    let file = self.file.as_ref().expect("mapped tensors come only from a map read from a file");
+                    let values = to_f32(&file.view(&info)).expect("every FLOAT_DTYPES dtype converts");
+                    // Converted: its file pages need not stay resident beside the f32 copy.
+                    rmtrain_core::mmap::release(&file.map, file.bytes(&info));
+                    return HostTensor { shape: shape.to_vec(), values };
+                }
+                (true, false) => format!("dtype {}, expected a float dtype (F32, F16, BF16 or F64)", info.dtype),
+                (false, true) => format!("shape {:?}, expected {shape:?}", info.shape),
+                (false, false) => format!("shape {:?} and dtype {}, expected {shape:?} of a float dtype", info.shape, info.dtype),
+            },
+        };
+        self.problems.push(format!("{name}: {problem}"));
+        zeros()
     }
 
     /// Removes a tensor that is tolerated when present (listed by the caller with its reason).
@@ -79,7 +123,7 @@ impl TensorMap {
         self.tensors.remove(name);
     }
 
-    /// Fails when any tensor was missing, mis-shaped, or left over (unexpected).
+    /// Fails when any tensor was missing, mis-shaped, not a float, or left over (unexpected).
     pub fn finish(self) -> Result<(), ModelError> {
         let mut problems = self.problems;
         let unexpected: BTreeSet<_> = self.tensors.keys().cloned().collect();
@@ -94,41 +138,19 @@ impl TensorMap {
     }
 }
 
+/// The tensor's values as f32, or None for a dtype not in [`FLOAT_DTYPES`] (integers, bool, fp8).
 fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let data = view.data();
-    match view.dtype() {
-        Dtype::F32 => Some(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-        Dtype::F16 => Some(data.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()),
-        Dtype::BF16 => Some(data.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()),
-        Dtype::F64 => Some(
-            data.chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, _) => {
-            // subnormal: renormalise
-            let mut e = 127 - 15 + 1;
-            let mut f = frac;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | (e << 23) | ((f & 0x3ff) << 13)
-        }
-        (0x1f, _) => sign | 0x7f80_0000 | (frac << 13),
-        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
-    };
-    f32::from_bits(bits)
+    Some(match view.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        _ => return None,
+    })
 }
 
 /// Writes f32 tensors as a safetensors file (atomically) with `format = pt` metadata.
@@ -141,7 +163,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
         views.push((name.clone(), view));
     }
     let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
-    let out = safetensors::tensor::serialize(views, &metadata).map_err(|e| ModelError::file(path, e))?;
+    let out = safetensors::tensor::serialize(views, metadata).map_err(|e| ModelError::file(path, e))?;
     rmtrain_core::write_atomic(path, &out)?;
     Ok(())
 }
@@ -150,11 +172,140 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
 mod tests {
     use super::*;
 
+    /// Writes `(name, dtype, shape, little-endian bytes)` rows as a safetensors file.
+    fn write_raw(path: &Path, rows: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+        let views: Vec<(String, TensorView)> = rows
+            .iter()
+            .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).expect("view")))
+            .collect();
+        std::fs::write(path, safetensors::tensor::serialize(views, None).expect("serialize")).expect("write");
+    }
+
+    fn le16(bits: &[u16]) -> Vec<u8> {
+        bits.iter().flat_map(|b| b.to_le_bytes()).collect()
+    }
+
     #[test]
-    fn f16_conversion_matches_known_values() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
-        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
+    fn take_converts_each_float_dtype_from_the_map() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("model.safetensors");
+        write_raw(
+            &path,
+            &[
+                // f16: 1, -2, the nearest to 1/3, the smallest subnormal.
+                ("half", Dtype::F16, vec![4], le16(&[0x3c00, 0xc000, 0x3555, 0x0001])),
+                ("brain", Dtype::BF16, vec![2], le16(&[0x3f80, 0xc040])),
+                ("double", Dtype::F64, vec![1], 0.1f64.to_le_bytes().to_vec()),
+                ("single", Dtype::F32, vec![2, 1], [1.5f32, -0.25].iter().flat_map(|x| x.to_le_bytes()).collect()),
+            ],
+        );
+        let mut map = TensorMap::read(&path).expect("read");
+        assert_eq!(map.take("half", &[4]).values, vec![1.0, -2.0, 0.333_251_95, 5.960_464_5e-8]);
+        assert_eq!(map.take("brain", &[2]).values, vec![1.0, -3.0]);
+        assert_eq!(map.take("double", &[1]).values, vec![0.1f32]);
+        assert_eq!(map.take("single", &[2, 1]).values, vec![1.5, -0.25]);
+        map.finish().expect("every tensor taken");
+    }
+
+    #[test]
+    fn strict_loading_reports_every_problem_at_once_and_names_integer_dtypes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("model.safetensors");
+        let f32s = |n: usize| vec![0u8; 4 * n];
+        write_raw(
+            &path,
+            &[
+                ("ids", Dtype::I64, vec![3], vec![0u8; 24]),
+                ("wrong_shape", Dtype::F32, vec![2, 3], f32s(6)),
+                ("extra", Dtype::F32, vec![1], f32s(1)),
+                ("fine", Dtype::F32, vec![2], f32s(2)),
+            ],
+        );
+        let mut map = TensorMap::read(&path).expect("read");
+        assert!(map.contains("ids") && map.names().count() == 4);
+        assert_eq!(map.take("ids", &[3]).values, vec![0.0; 3], "zeros stand in for a refused tensor");
+        map.take("wrong_shape", &[3, 2]);
+        map.take("absent", &[1]);
+        map.take("fine", &[2]);
+        let err = map.finish().expect_err("must fail").to_string();
+        for part in ["ids: dtype I64, expected a float dtype", "wrong_shape: shape [2, 3], expected [3, 2]", "absent: missing", "extra: unexpected"] {
+            assert!(err.contains(part), "{err} lacks {part:?}");
+        }
+        assert!(!err.contains("fine"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_safetensors_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, b"not a safetensors file").expect("write");
+        let err = TensorMap::read(&path).err().expect("must fail").to_string();
+        assert!(err.contains("model.safetensors") && err.contains("not a safetensors file"), "{err}");
+    }
+
+    #[test]
+    fn written_tensors_read_back() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("model.safetensors");
+        write_safetensors(&path, &[("w".into(), vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])]).expect("write");
+        let mut map = TensorMap::read(&path).expect("read");
+        assert_eq!(map.take("w", &[2, 2]).values, vec![1.0, 2.0, 3.0, 4.0]);
+        map.finish().expect("strict");
+    }
+
+    /// Peak resident memory (VmHWM) of loading weights the size of all-MiniLM-L6-v2's (22.7 M
+    /// f32 parameters, 91 MB): the file is written first, then the peak is reset and every tensor
+    /// taken and kept (standing in for the model's own copy). A measurement, printed, not checked:
+    /// `cargo test --release -p rmtrain-models peak_rss -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn peak_rss_of_loading_minilm_sized_weights() {
+        let (d, ff, vocab, layers) = (384, 1536, 30522, 6);
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            ("embeddings.word_embeddings.weight".into(), vec![vocab, d]),
+            ("embeddings.position_embeddings.weight".into(), vec![512, d]),
+            ("embeddings.token_type_embeddings.weight".into(), vec![2, d]),
+        ];
+        for l in 0..layers {
+            for (name, shape) in [("q", vec![d, d]), ("k", vec![d, d]), ("v", vec![d, d]), ("o", vec![d, d]), ("up", vec![ff, d]), ("down", vec![d, ff])] {
+                shapes.push((format!("layer.{l}.{name}.bias"), vec![shape[0]]));
+                shapes.push((format!("layer.{l}.{name}.weight"), shape));
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("rmtrain-rss-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("model.safetensors");
+        {
+            let rows: Vec<(String, Vec<usize>, Vec<f32>)> = shapes
+                .iter()
+                .map(|(n, s)| (n.clone(), s.clone(), (0..s.iter().product::<usize>()).map(|i| (i % 97) as f32 * 1e-3).collect()))
+                .collect();
+            write_safetensors(&path, &rows).expect("write");
+        }
+        let status = |key: &str| -> f64 {
+            let text = std::fs::read_to_string("/proc/self/status").expect("status");
+            let line = text.lines().find(|l| l.starts_with(key)).expect("key");
+            line.split_whitespace().nth(1).expect("kB").parse::<f64>().expect("number") / 1024.0
+        };
+        std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak");
+        let base = status("VmRSS:");
+        let mut map = TensorMap::read(&path).expect("read");
+        let mut model = Vec::new();
+        for (name, shape) in &shapes {
+            model.push(map.take(name, shape));
+        }
+        map.finish().expect("strict");
+        let params: usize = model.iter().map(|t| t.values.len()).sum();
+        println!(
+            "file {:.1} MiB, model copy {:.1} MiB; RSS before {base:.1} MiB, peak {:.1} MiB (+{:.1}), after {:.1} MiB (anon {:.1}, file {:.1})",
+            std::fs::metadata(&path).expect("size").len() as f64 / (1 << 20) as f64,
+            (params * 4) as f64 / (1 << 20) as f64,
+            status("VmHWM:"),
+            status("VmHWM:") - base,
+            status("VmRSS:"),
+            status("RssAnon:"),
+            status("RssFile:"),
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
