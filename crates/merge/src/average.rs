@@ -354,9 +354,12 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
     })
 }
 
+/// One tensor in memory: HF name, shape, f32 values (row-major).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// θ(t) = (1 − t)·A + t·B for every tensor of two checkpoint folders (checked like averaging), in
 /// memory, as `(name, shape, values)` rows: the points of a mode-connectivity curve.
-pub fn interpolate_tensors(a: &Path, b: &Path, t: f64) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, MergeError> {
+pub fn interpolate_tensors(a: &Path, b: &Path, t: f64) -> Result<Vec<NamedTensor>, MergeError> {
     let Members { files, .. } = check_members(&[a.to_path_buf(), b.to_path_buf()], false)?;
     // Float tensors only: integer buffers (position ids) are not parameters of the model.
     let names = files[0].tensors.iter().filter(|(_, i)| FLOAT_DTYPES.contains(&i.dtype));

@@ -5,7 +5,7 @@ pub mod average;
 pub mod ensemble;
 pub mod safetensors_stream;
 
-pub use average::{average_checkpoints, interpolate_tensors, AverageOptions, AverageReport};
+pub use average::{average_checkpoints, interpolate_tensors, AverageOptions, AverageReport, NamedTensor};
 pub use ensemble::{combine, z_normalize, Combine};
 
 use std::path::PathBuf;

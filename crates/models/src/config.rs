@@ -96,7 +96,7 @@ impl BertConfig {
         {
             return Err(format!("field \"position_embedding_type\": {p:?} is not supported (supported: \"absolute\")"));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "field \"num_attention_heads\": {} does not divide hidden_size {}",
                 self.num_attention_heads, self.hidden_size

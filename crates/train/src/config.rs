@@ -152,7 +152,7 @@ impl TrainConfig {
         {
             return Err(format!("train.loss.center_rewards_coefficient must be ≥ 0, got {c}"));
         }
-        if self.batch_size == 0 || self.grad_accum == 0 || self.batch_size % self.grad_accum != 0 {
+        if self.batch_size == 0 || self.grad_accum == 0 || !self.batch_size.is_multiple_of(self.grad_accum) {
             return Err(format!(
                 "train.batch_size ({}) must be a positive multiple of train.grad_accum ({})",
                 self.batch_size, self.grad_accum

@@ -325,7 +325,7 @@ impl Run {
         let cfg = &self.cfg;
         let step = self.step;
         self.window.finish_step(stats.grad_norm, stats.tokens, stats.seconds);
-        if step % cfg.log_every.max(1) == 0 || step == self.last_step {
+        if step.is_multiple_of(cfg.log_every.max(1)) || step == self.last_step {
             let mut record = self.window.drain();
             record.insert("step".into(), step.into());
             record.insert("epoch".into(), serde_json::json!(step as f64 / self.steps_per_epoch as f64));
@@ -334,7 +334,7 @@ impl Run {
             self.bar.set_message(format!("loss {:.4} acc {:.3}", get("loss"), get("accuracy")));
             self.log.log(&serde_json::Value::Object(record))?;
         }
-        if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < self.last_step && !req.evals.is_empty() {
+        if cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every) && step < self.last_step && !req.evals.is_empty() {
             let rm = self.template.with_net(self.net.clone());
             let mut record = serde_json::Map::new();
             record.insert("step".into(), step.into());
@@ -347,7 +347,7 @@ impl Run {
             }
             self.log.log(&serde_json::Value::Object(record))?;
         }
-        if (cfg.save_every > 0 && step % cfg.save_every == 0) || step == self.last_step {
+        if (cfg.save_every > 0 && step.is_multiple_of(cfg.save_every)) || step == self.last_step {
             self.save_checkpoint(req)?;
         }
         self.bar.inc(1);
