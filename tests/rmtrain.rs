@@ -375,6 +375,15 @@ fn a_run_whose_loss_turns_non_finite_stops_and_saves_nothing() {
     assert!(!out.join("run/model").exists(), "no model/ after a diverged run");
     let checkpoints = std::fs::read_dir(out.join("run/checkpoints")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(checkpoints, 0, "no checkpoint after a diverged run");
+    // Diverging on the very last step (finite loss, weights that overflow in the forward): the
+    // final checkpoint and model/ are refused too.
+    let (code, _, stderr) = rmtrain(&[
+        "train", "--model", &model, "--train", &pairs, "--out", &run, "--no-progress", "--set", "lr=1e30", "--set", "warmup_ratio=0", "--set", "max_steps=1",
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("diverged at step 1"), "{stderr}");
+    assert!(!out.join("run/model").exists());
+    assert_eq!(std::fs::read_dir(out.join("run/checkpoints")).map(|d| d.count()).unwrap_or(0), 0);
 }
 
 // ---------- loading: bare backbones, pre-training heads ----------
@@ -777,6 +786,10 @@ fn tiny_warm_recipe_runs_end_to_end() {
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(run.join("warm/rmtrain.json")).expect("m")).expect("json");
     let inits: Vec<&Value> = (0..3).map(|k| &manifest["members"][k]["init_weights_sha256"]).collect();
     assert!(inits.iter().all(|i| *i == inits[0] && i.is_string()), "members share the probed init: {inits:?}");
+    // WARM is usable in an ensemble and scores at its members' length.
+    assert_eq!(manifest["max_length"], 128);
+    assert!(manifest["reward_mean"].is_f64() && manifest["reward_std"].as_f64().is_some_and(|s| s > 0.0), "{manifest}");
+    assert!(manifest["recipe"]["reward_stats"].as_str().is_some_and(|s| s.contains("own")), "{manifest}");
     // --member K on a finished run reuses the member and exits without averaging again.
     let (code, _, stderr) = rmtrain(&["recipe", "recipes/tiny_warm.toml", "--no-progress", "--member", "1"]);
     assert_eq!(code, 0, "{stderr}");
@@ -841,6 +854,10 @@ fn a_checkpoint_is_resumable_only_by_the_same_run() {
     let full = TrainConfig { save_every: 1, ..tiny_config() };
     rmtrain_train::train(request(&out, TrainConfig { max_steps: Some(2), ..full.clone() }, false)).expect("first part");
     assert!(rmtrain_train::trainer::can_resume(&request(&out, full.clone(), true)).expect("check"), "same settings (max_steps aside)");
+    let shorter = TrainConfig { max_steps: Some(1), ..full.clone() };
+    assert!(!rmtrain_train::trainer::can_resume(&request(&out, shorter.clone(), true)).expect("check"), "a checkpoint past max_steps");
+    let err = rmtrain_train::train(request(&out, shorter, true)).err().expect("--resume past max_steps is refused").to_string();
+    assert!(err.contains("past this run's max_steps"), "{err}");
     let changed = TrainConfig { lr: 5e-3, ..full };
     assert!(!rmtrain_train::trainer::can_resume(&request(&out, changed, true)).expect("check"), "another lr");
 }
@@ -948,4 +965,29 @@ fn every_verb_refuses_bad_numbers_with_one_error_line() {
     let a = interpolate(&["--t-min", "-0.5", "--steps", "2", "--max-pairs", "2"]);
     let (code, _, stderr) = rmtrain(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn texts_longer_than_max_length_are_counted_where_they_are_truncated() {
+    let _serial = training_lock();
+    let dir = tmp("truncated");
+    let input = dir.join("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"ok\"}\n{\"text\": \"The quick brown fox jumps over the lazy dog again and again.\"}\n").expect("write");
+    let model = tiny_rm().display().to_string();
+    let (code, stdout, stderr) = rmtrain(&["score", "--model", &model, "--input", &input.display().to_string(), "--max-length", "6"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 2);
+    assert!(stderr.contains("1 of 2 texts are longer than max_length"), "{stderr}");
+    // Training counts pairs with a side cut, in the first metrics line and in the outcome.
+    let out = dir.join("run");
+    let outcome = rmtrain_train::train(request(&out, TrainConfig { max_length: 6, max_steps: Some(1), ..tiny_config() }, false)).expect("train");
+    let pairs = read_pairs(&root().join("tests/data/tiny_pairs.jsonl")).expect("pairs");
+    let rm = RewardModel::load(&tiny_rm(), 6, &cpu()).expect("load");
+    let want = pairs
+        .iter()
+        .filter(|p| [p.chosen_text(), p.rejected_text()].iter().any(|t| rm.tokenizer.encode_counting(t).expect("encode").1))
+        .count();
+    assert!(want > 0, "the tiny pairs have texts longer than 6 tokens");
+    assert_eq!(outcome.truncated_pairs, want);
+    assert_eq!(jsonl(&out.join("metrics.jsonl"))[0]["truncated_pairs"], want);
 }

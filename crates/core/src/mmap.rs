@@ -39,7 +39,9 @@ pub fn release(map: &Mmap, range: Range<usize>) {
     // SAFETY: MADV_DONTNEED on a shared file mapping drops the pages from our page tables; any
     // later access re-reads them from the file, so every `&[u8]` into the map still sees the same
     // bytes under the same assumption as `map_readonly` (the file is not modified while mapped).
-    // memmap2 rounds `range.start` down to a page boundary and checks the bounds.
+    // The guard above keeps the range inside the map: memmap2 rounds `range.start` down to a
+    // page boundary but does not check that start + len stays within the mapping, so the guard
+    // must stay.
     #[cfg(unix)]
     let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len()) };
 }

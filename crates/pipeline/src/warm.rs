@@ -15,12 +15,14 @@ use crate::interpolate::{barriers, curve_ts, interpolation_curve, plot_curve};
 use crate::lock::FileLock;
 use crate::recipe::{prepare_vader, Recipe};
 use crate::report::{write_noise_report, write_warm_report};
+use crate::scoring::load_reward_model;
 use crate::train_set::{prepare_train_set, TrainSet};
 use crate::{config_error, Result};
 use burn::tensor::Device;
 use rmtrain_data::Pair;
 use rmtrain_eval::PairMetrics;
 use rmtrain_merge::{average_checkpoints, AverageOptions, Combine};
+use rmtrain_models::ScoreOptions;
 use rmtrain_train::trainer::{can_resume, Trainable};
 use rmtrain_train::{Schedule, TrainConfig, TrainRequest};
 use serde::Serialize;
@@ -244,6 +246,18 @@ impl<'a> WarmRun<'a> {
         for w in &report.warnings {
             eprintln!("rmtrain: warning: {w}");
         }
+        // The average's own reward statistics on the members' reference sample (the first 512
+        // train pairs), replacing the weighted mean of the members' the merge carries over, so
+        // WARM can itself join a z-normalised ensemble.
+        let rm = load_reward_model(&warm, Some(self.recipe.train.max_length), self.device)?;
+        let (mean, std) = rmtrain_train::trainer::reward_stats(&rm, &self.set.pairs, &ScoreOptions::default())?;
+        let mut manifest = rmtrain_core::Manifest::read(&warm)?;
+        manifest.reward_mean = Some(mean);
+        manifest.reward_std = Some(std);
+        if let Some(r) = manifest.recipe.as_object_mut() {
+            r.insert("reward_stats".into(), "the average's own, on the members' reference sample (the first 512 train pairs)".into());
+        }
+        manifest.write(&warm)?;
         self.time("average", started);
         Ok(warm)
     }

@@ -94,7 +94,10 @@ pub fn resume_fingerprint(cfg: &TrainConfig, trainable: Trainable) -> String {
 
 /// What differs between a checkpoint's state and the run `req` asks for (empty = resumable).
 fn resume_mismatches(state: &TrainerState, req: &TrainRequest, init_sha: &str, config_sha: &str) -> Vec<&'static str> {
+    // A checkpoint past this run's last step (max_steps lowered since) cannot be continued.
+    let last_step = req.config.max_steps.map_or(state.total_steps, |m| m.min(state.total_steps));
     [
+        ("step (the checkpoint is past this run's max_steps)", state.step > last_step),
         ("seed", state.seed != req.config.seed),
         ("train data", state.train_data_sha256 != req.train_data_sha256),
         ("init weights", state.init_weights_sha256 != init_sha),
@@ -179,9 +182,11 @@ impl Run {
         }
         if !req.resume {
             // A fresh run into a used folder starts clean: old checkpoints would otherwise be pruned
-            // against (or resumed in place of) this run's, and metrics.jsonl would mix two runs.
+            // against (or resumed in place of) this run's, metrics.jsonl would mix two runs, and
+            // an old model/ would survive a run that fails.
             let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(&req.out));
             let _ = std::fs::remove_file(req.out.join("metrics.jsonl"));
+            let _ = std::fs::remove_dir_all(req.out.join("model"));
         }
         let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
         let config_sha = resume_fingerprint(&cfg, req.trainable);
@@ -200,6 +205,12 @@ impl Run {
         }
         let load_dir = resume_from.as_ref().map_or(req.init.clone(), |(_, dir)| dir.clone());
         let mut rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;
+        for note in &rm.notes.ignored {
+            eprintln!("rmtrain: info: {}: ignored {note}", load_dir.display());
+        }
+        if req.progress && !rm.notes.initialised.is_empty() {
+            eprintln!("train: {}: initialised {} (seed {})", load_dir.display(), rm.notes.initialised.join(", "), cfg.seed);
+        }
         // Tokenizer files are always copied from the init folder: a resumed run's checkpoint folder
         // may be pruned while the run goes on.
         rm.source_dir = req.init.clone();
@@ -347,7 +358,8 @@ impl Run {
             }
             self.log.log(&serde_json::Value::Object(record))?;
         }
-        if (cfg.save_every > 0 && step.is_multiple_of(cfg.save_every)) || step == self.last_step {
+        // The last step's checkpoint is written by `finish`, once the final rewards are known finite.
+        if cfg.save_every > 0 && step.is_multiple_of(cfg.save_every) && step < self.last_step {
             self.save_checkpoint(req)?;
         }
         self.bar.inc(1);
@@ -403,16 +415,21 @@ impl Run {
     fn finish(self, req: &TrainRequest) -> Result<TrainOutcome, TrainError> {
         self.bar.finish_and_clear();
         let rm = self.template.with_net(self.net.valid());
+        // Weights can be finite yet overflow in the forward: check the rewards before anything
+        // of this state is saved.
+        let (mean, std) = reward_stats(&rm, used_pairs(&self.cfg, &req.train_pairs), &ScoreOptions::default())?;
+        if !(mean.is_finite() && std.is_finite()) {
+            return Err(TrainError::NonFinite { step: self.step, what: "rewards of the final model".into(), value: mean });
+        }
+        if self.step > 0 && checkpoint::list_checkpoints(&req.out).last().is_none_or(|(s, _)| *s != self.step) {
+            self.save_checkpoint(req)?;
+        }
         let mut final_metrics = serde_json::Map::new();
         let mut final_eval = Vec::new();
         for (name, set) in &req.evals {
             let m = evaluate_pairs_with_model(&rm, set, &ScoreOptions::default(), self.cfg.seed)?;
             final_metrics.insert(name.clone(), serde_json::to_value(&m).expect("metrics serialize"));
             final_eval.push((name.clone(), m));
-        }
-        let (mean, std) = reward_stats(&rm, used_pairs(&self.cfg, &req.train_pairs), &ScoreOptions::default())?;
-        if !(mean.is_finite() && std.is_finite()) {
-            return Err(TrainError::NonFinite { step: self.step, what: "rewards of the final model".into(), value: mean });
         }
         let final_metrics = serde_json::Value::Object(final_metrics);
         let model_dir = req.out.join("model");
@@ -588,7 +605,7 @@ fn first_non_finite_param(net: &RewardNetwork) -> Option<String> {
 
 /// Reward mean and std over the texts of (up to 512) train pairs: the reference statistics used
 /// to z-normalise members of a prediction ensemble.
-fn reward_stats(rm: &RewardModel, pairs: &[Pair], opts: &ScoreOptions) -> Result<(f64, f64), TrainError> {
+pub fn reward_stats(rm: &RewardModel, pairs: &[Pair], opts: &ScoreOptions) -> Result<(f64, f64), TrainError> {
     let sample = &pairs[..pairs.len().min(512)];
     let (rc, rr) = crate::evaluate::score_pairs(rm, sample, opts)?;
     let all: Vec<f64> = rc.into_iter().chain(rr).collect();
