@@ -109,6 +109,32 @@ fn resume_mismatches(state: &TrainerState, req: &TrainRequest, init_sha: &str, c
     .collect()
 }
 
+/// The checkpoint a `--resume` continues (its state and folder), refused when it is not a stop of
+/// this run; for a fresh run, None, and the run folder is cleared of an earlier run's traces.
+fn resume_point(req: &TrainRequest, init_sha: &str, config_sha: &str) -> Result<Option<(TrainerState, PathBuf)>, TrainError> {
+    if !req.resume {
+        // A fresh run into a used folder starts clean: old checkpoints would otherwise be pruned
+        // against (or resumed in place of) this run's, metrics.jsonl would mix two runs, and an
+        // old model/ would survive a run that fails.
+        let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(&req.out));
+        let _ = std::fs::remove_file(req.out.join("metrics.jsonl"));
+        let _ = std::fs::remove_dir_all(req.out.join("model"));
+        return Ok(None);
+    }
+    let Some((_, dir)) = checkpoint::list_checkpoints(&req.out).pop() else {
+        return Err(TrainError::Config(format!("--resume: no checkpoint under {}", checkpoint::checkpoints_dir(&req.out).display())));
+    };
+    let state = checkpoint::read_state(&dir)?;
+    let what = resume_mismatches(&state, req, init_sha, config_sha);
+    if !what.is_empty() {
+        return Err(TrainError::State {
+            path: dir.join(STATE_DIR).join(TRAINER_STATE_FILE),
+            message: format!("--resume: {} differ from the run being resumed", what.join(", ")),
+        });
+    }
+    Ok(Some((state, dir)))
+}
+
 /// Whether the newest checkpoint in `req.out` is a stop of exactly the run `req` asks for (same
 /// seed, data, init weights and settings), so resuming it continues that run. A checkpoint of
 /// other settings (a recipe changed since) is not: the run must start fresh.
@@ -176,34 +202,10 @@ impl Run {
         let ad = req.device.clone().autodiff();
         ad.seed(mix_seed(cfg.seed, 0x1417, 0)); // a new head's init (dropout uses DropoutRng, per step)
 
-        let resume_from = if req.resume { checkpoint::list_checkpoints(&req.out).pop() } else { None };
-        if req.resume && resume_from.is_none() {
-            return Err(TrainError::Config(format!("--resume: no checkpoint under {}", checkpoint::checkpoints_dir(&req.out).display())));
-        }
-        if !req.resume {
-            // A fresh run into a used folder starts clean: old checkpoints would otherwise be pruned
-            // against (or resumed in place of) this run's, metrics.jsonl would mix two runs, and
-            // an old model/ would survive a run that fails.
-            let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(&req.out));
-            let _ = std::fs::remove_file(req.out.join("metrics.jsonl"));
-            let _ = std::fs::remove_dir_all(req.out.join("model"));
-        }
         let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
         let config_sha = resume_fingerprint(&cfg, req.trainable);
-        let state = match &resume_from {
-            Some((_, dir)) => Some(checkpoint::read_state(dir)?),
-            None => None,
-        };
-        if let (Some(state), Some((_, dir))) = (&state, &resume_from) {
-            let what = resume_mismatches(state, req, &init_sha, &config_sha);
-            if !what.is_empty() {
-                return Err(TrainError::State {
-                    path: dir.join(STATE_DIR).join(TRAINER_STATE_FILE),
-                    message: format!("--resume: {} differ from the run being resumed", what.join(", ")),
-                });
-            }
-        }
-        let load_dir = resume_from.as_ref().map_or(req.init.clone(), |(_, dir)| dir.clone());
+        let resume = resume_point(req, &init_sha, &config_sha)?;
+        let load_dir = resume.as_ref().map_or(req.init.clone(), |(_, dir)| dir.clone());
         let mut rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;
         for note in &rm.notes.ignored {
             eprintln!("rmtrain: info: {}: ignored {note}", load_dir.display());
@@ -230,7 +232,7 @@ impl Run {
         let trainable_ids = (req.trainable == Trainable::HeadOnly).then(|| net.head_param_ids());
 
         let mut step = 0u64;
-        if let (Some(state), Some((_, dir))) = (&state, &resume_from) {
+        if let Some((state, dir)) = &resume {
             let path = dir.join(STATE_DIR).join(OPTIMIZER_FILE);
             optim = optim.load(&path).map_err(|e| TrainError::State { path: path.clone(), message: format!("{e:?}") })?;
             step = state.step;
