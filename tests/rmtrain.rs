@@ -991,3 +991,28 @@ fn texts_longer_than_max_length_are_counted_where_they_are_truncated() {
     assert_eq!(outcome.truncated_pairs, want);
     assert_eq!(jsonl(&out.join("metrics.jsonl"))[0]["truncated_pairs"], want);
 }
+
+#[test]
+fn the_warm_pipeline_runs_as_a_library_call() {
+    // What `rmtrain recipe` does, from Rust: read and validate a recipe, run WARM, get the results.
+    let _serial = training_lock();
+    let (path, out) = tiny_warm_copy("warm-library", |t| t.replace("interpolate = { members = [0, 2], steps = 3, set = \"tiny\" }", ""));
+    let recipe = rmtrain_pipeline::read_recipe(&path).expect("a valid recipe");
+    let opts = rmtrain_pipeline::warm::WarmOptions { device: &cpu(), only_member: None, progress: false };
+    let runs = rmtrain_pipeline::warm::run_warm(&recipe, &opts).expect("WARM runs");
+    assert_eq!(runs.len(), 1, "no noise sweep: one run");
+    let (flip, results) = &runs[0];
+    assert_eq!(*flip, 0.25);
+    let labels: Vec<&str> = results.models.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, ["shared init (LP)", "member-0", "member-1", "member-2", "WARM", "ENS-mean", "ENS-worst", "ENS-uncertainty:1"]);
+    assert_eq!(results.sets, ["tiny", "train"]);
+    assert_eq!(results.flipped_pairs, 3);
+    assert!(out.join("report.md").is_file() && !out.join("plots/interpolation.png").exists());
+    // The same models evaluated again through evaluate_models give the report's numbers.
+    let members: Vec<PathBuf> = (0..3).map(|k| out.join(format!("members/member-{k}/model"))).collect();
+    let sets = recipe.check_paths().expect("paths");
+    let entries = [rmtrain_pipeline::Entry::Ensemble { label: "ENS-mean".into(), members: vec![0, 1, 2], rule: rmtrain_merge::Combine::Mean, normalize: true }];
+    let eval_opts = rmtrain_pipeline::EvalOptions { max_length: Some(128), device: &cpu(), seed: 0, progress: false };
+    let again = rmtrain_pipeline::evaluate_models(&members, &entries, &sets, &eval_opts).expect("evaluate");
+    assert_eq!(again.rows[0].1, results.models[5].1, "ENS-mean recomputed from the member folders");
+}
