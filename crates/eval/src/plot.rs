@@ -6,6 +6,7 @@
 //! `rmtrain_core::write_atomic`, so a crash never leaves half a PNG behind.
 
 use crate::metrics::CalibrationBin;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
 use plotters::prelude::*;
@@ -172,6 +173,39 @@ fn frame<'a>(root: &Area<'a>, title: &str, legend: &[(&str, Mark)]) -> DrawResul
     Ok(chart)
 }
 
+/// An x–y chart on `area`, both axes labelled, a light grid: what the line chart and the
+/// reliability diagram share. `top`: the margin above the plot (room for labels over bars); the
+/// right margin leaves room for the last x tick label, centred on the frame's edge.
+fn xy_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    x: Range<f64>,
+    y: Range<f64>,
+    (x_label, y_label): (&str, &str),
+    top: u32,
+) -> DrawResult<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .margin_top(top)
+        .margin_right(24)
+        .x_label_area_size(60)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x.clone(), y.clone())?;
+    let (x_decimals, y_decimals) = (tick_decimals(&x), tick_decimals(&y));
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_label_formatter(&|v| format!("{v:.x_decimals$}"))
+        .y_label_formatter(&|v| format!("{v:.y_decimals$}"))
+        .label_style(font(LABEL_SIZE))
+        .axis_desc_style(font(LABEL_SIZE))
+        .axis_style(INK)
+        .bold_line_style(GRID)
+        .light_line_style(TRANSPARENT)
+        .draw()?;
+    Ok(chart)
+}
+
 /// Decimals that tell ticks apart: plotters puts about ten of them on an axis, at multiples of
 /// 1, 2 or 5 × 10^k, so a tenth of the axis sets the last digit that changes.
 fn tick_decimals(range: &Range<f64>) -> usize {
@@ -335,25 +369,7 @@ pub fn line_chart(
 
     render_png(path, (WIDTH, HEIGHT), |root| {
         let area = frame(root, title, &legend)?;
-        let mut chart = ChartBuilder::on(&area)
-            .margin(10)
-            .margin_right(24) // the last x tick label is centred on the frame's edge
-            .x_label_area_size(60)
-            .y_label_area_size(80)
-            .build_cartesian_2d(x_range.clone(), y_range.clone())?;
-        let (x_decimals, y_decimals) = (tick_decimals(&x_range), tick_decimals(&y_range));
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .x_label_formatter(&|x| format!("{x:.x_decimals$}"))
-            .y_label_formatter(&|y| format!("{y:.y_decimals$}"))
-            .label_style(font(LABEL_SIZE))
-            .axis_desc_style(font(LABEL_SIZE))
-            .axis_style(INK)
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .draw()?;
+        let mut chart = xy_chart(&area, x_range, y_range, (x_label, y_label), 10)?;
         for (s, pts) in points.into_iter().enumerate() {
             chart.draw_series(LineSeries::new(pts.iter().copied(), color(s).stroke_width(3)))?;
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 5, color(s).filled())))?;
@@ -380,25 +396,7 @@ pub fn reliability_diagram(path: &Path, title: &str, bins: &[CalibrationBin]) ->
 
     render_png(path, (WIDTH, HEIGHT), |root| {
         let area = frame(root, &title, &legend)?;
-        let mut chart = ChartBuilder::on(&area)
-            .margin(10)
-            .margin_top(24) // bin counts above bars that reach 1
-            .margin_right(24)
-            .x_label_area_size(60)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("confidence")
-            .y_desc("accuracy")
-            .x_label_formatter(&|x| format!("{x:.1}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
-            .label_style(font(LABEL_SIZE))
-            .axis_desc_style(font(LABEL_SIZE))
-            .axis_style(INK)
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .draw()?;
+        let mut chart = xy_chart(&area, 0.0..1.0, 0.0..1.0, ("confidence", "accuracy"), 24)?; // room for bin counts above bars
         for b in bins {
             let (x0, x1) = (b.lo + 0.004, b.hi - 0.004);
             chart.draw_series([Rectangle::new([(x0, 0.0), (x1, b.accuracy)], ACCURACY.filled())])?;
