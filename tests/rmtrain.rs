@@ -731,7 +731,7 @@ fn averaging_refuses_each_kind_of_mismatch_and_names_it() {
     let report = rmtrain_merge::average_checkpoints(&[a.clone(), b.clone()], &out, &Default::default()).expect("warns only");
     assert!(report.warnings.iter().any(|w| w.contains("different init weights")), "{:?}", report.warnings);
     let strict = rmtrain_merge::AverageOptions { strict: true, ..Default::default() };
-    let err = rmtrain_merge::average_checkpoints(&[a, b], &tmp("init-strict").join("avg"), &strict).err().expect("strict refuses").to_string();
+    let err = rmtrain_merge::average_checkpoints(&[a, b], &tmp("init-strict").join("avg"), &strict).expect_err("strict refuses").to_string();
     assert!(err.contains("different init weights") && err.contains("--strict"), "{err}");
 }
 

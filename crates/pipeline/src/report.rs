@@ -44,7 +44,7 @@ pub fn write_single_report(recipe: &Recipe, r: &SingleReport) -> Result<String> 
         recipe.data.train.display(),
         r.wall_seconds,
         r.outcome.wall_seconds,
-        accuracy_matrix_markdown(&rows, &[recipe.name.clone()], &sets),
+        accuracy_matrix_markdown(&rows, std::slice::from_ref(&recipe.name), &sets),
         markdown_table(&rows)
     );
     let json = serde_json::json!({

@@ -173,7 +173,7 @@ struct Run {
     /// Autodiff wrapper of the request's device.
     ad: Device,
     /// Token ids of (chosen, rejected) of every train pair in use.
-    encoded: Vec<(Vec<u32>, Vec<u32>)>,
+    encoded: Vec<EncodedPair>,
     truncated_pairs: usize,
     /// Only these parameters learn (the head, for a linear probe); None = all.
     trainable_ids: Option<Vec<ParamId>>,
@@ -449,8 +449,11 @@ impl Run {
     }
 }
 
+/// Token ids of a pair's chosen and rejected texts.
+type EncodedPair = (Vec<u32>, Vec<u32>);
+
 /// Token ids of (chosen, rejected) of every pair, and how many pairs had a side truncated.
-fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> Result<(Vec<(Vec<u32>, Vec<u32>)>, usize), TrainError> {
+fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> Result<(Vec<EncodedPair>, usize), TrainError> {
     let mut truncated_pairs = 0;
     let mut encoded = Vec::with_capacity(pairs.len());
     for p in pairs {
@@ -484,7 +487,7 @@ fn used_pairs<'a>(cfg: &TrainConfig, pairs: &'a [Pair]) -> &'a [Pair] {
 struct ReplicaCtx<'a> {
     cfg: &'a TrainConfig,
     tokenizer: &'a rmtrain_models::RmTokenizer,
-    encoded: &'a [(Vec<u32>, Vec<u32>)],
+    encoded: &'a [EncodedPair],
     trainable_ids: Option<&'a [ParamId]>,
     device: &'a Device,
     pairs: &'a [Pair],
