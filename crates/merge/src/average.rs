@@ -245,7 +245,16 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
     let weights = normalised_weights(dirs.len(), &opts.weights)?;
     let Members { files, manifests, mut warnings } = check_members(dirs, opts.strict)?;
     let staging = AtomicDir::new(out)?;
+    let (tensors, bytes_written) = write_average(&files, &weights, &staging.path().join("model.safetensors"), out)?;
+    copy_config_and_tokenizer(&dirs[0], staging.path())?;
+    average_manifest(dirs, &manifests, &weights, opts, &mut warnings).write(staging.path())?;
+    let out_dir = staging.commit()?;
+    Ok(AverageReport { out: out_dir, members: dirs.to_vec(), weights, tensors, bytes_written, warnings })
+}
 
+/// Writes Σ w_i θ_i of every float tensor (and the members' identical integer buffers) to `path`
+/// in the first member's tensor order. Returns the tensor count and the bytes written.
+fn write_average(files: &[MappedSafetensors], weights: &[f64], path: &Path, out: &Path) -> Result<(usize, u64), MergeError> {
     // Output layout: the first member's tensor order, offsets from 0 (identical sizes in every member).
     let mut order: Vec<(&String, &TensorInfo)> = files[0].tensors.iter().collect();
     order.sort_by_key(|(_, i)| i.data_offsets.0);
@@ -259,9 +268,8 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
     let mut metadata = files[0].metadata.clone().unwrap_or_default();
     metadata.entry("format".into()).or_insert_with(|| "pt".into());
     let header_bytes = header(Some(metadata), layout).map_err(|e| MergeError::file(out, e))?;
-    let path = staging.path().join("model.safetensors");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| MergeError::file(&path, e))?);
-    let io = |e: std::io::Error| MergeError::file(&path, e);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| MergeError::file(path, e))?);
+    let io = |e: std::io::Error| MergeError::file(path, e);
     w.write_all(&header_bytes).map_err(io)?;
     for (name, info) in &order {
         if INTEGER_DTYPES.contains(&info.dtype) {
@@ -283,7 +291,7 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
         while from < total {
             let count = SLICE.min(total - from);
             let mut acc = vec![0f64; count];
-            for (f, wt) in files.iter().zip(&weights) {
+            for (f, wt) in files.iter().zip(weights) {
                 let v = f.read_f64_range(name, from, count)?;
                 acc.iter_mut().zip(&v).for_each(|(a, x)| *a += x * wt);
             }
@@ -293,26 +301,36 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
             from += count;
         }
     }
-    w.into_inner().map_err(|e| MergeError::file(&path, e.error().to_string()))?.sync_all().map_err(io)?;
+    w.into_inner().map_err(|e| MergeError::file(path, e.error().to_string()))?.sync_all().map_err(io)?;
 
-    let first = &dirs[0];
-    std::fs::copy(first.join("config.json"), staging.path().join("config.json")).map_err(|e| MergeError::file(first.join("config.json"), e))?;
+    Ok((order.len(), (header_bytes.len() + offset) as u64))
+}
+
+/// config.json and the tokenizer files of the first member (checked identical in every member).
+fn copy_config_and_tokenizer(first: &Path, staging: &Path) -> Result<(), MergeError> {
+    std::fs::copy(first.join("config.json"), staging.join("config.json")).map_err(|e| MergeError::file(first.join("config.json"), e))?;
     for name in TOKENIZER_FILES {
         let src = first.join(name);
         if src.is_file() {
-            std::fs::copy(&src, staging.path().join(name)).map_err(|e| MergeError::file(&src, e))?;
+            std::fs::copy(&src, staging.join(name)).map_err(|e| MergeError::file(&src, e))?;
         }
     }
-    let (max_length, max_length_rule, warning) = common_max_length(dirs, &manifests);
+    Ok(())
+}
+
+/// The average's `rmtrain.json`: the members and weights, their common max_length and the
+/// weighted mean of their reward statistics (warnings when they disagree or lack them).
+fn average_manifest(dirs: &[PathBuf], manifests: &[Option<Manifest>], weights: &[f64], opts: &AverageOptions, warnings: &mut Vec<String>) -> Manifest {
+    let (max_length, max_length_rule, warning) = common_max_length(dirs, manifests);
     warnings.extend(warning);
-    let (reward_stats, warning) = weighted_reward_stats(dirs, &manifests, &weights);
+    let (reward_stats, warning) = weighted_reward_stats(dirs, manifests, weights);
     warnings.extend(warning);
     let reward_stats_rule = match reward_stats {
         Some(_) => "weighted mean of the members' (an approximation: the pipeline may overwrite it with the average's own statistics)",
         None => "none: not every member records them",
     };
     let first_manifest = manifests[0].as_ref();
-    let manifest = Manifest {
+    Manifest {
         rmtrain_version: env!("CARGO_PKG_VERSION").into(),
         kind: "average".into(),
         init_weights_sha256: first_manifest.and_then(|m| m.init_weights_sha256.clone()),
@@ -328,8 +346,8 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
         reward_std: reward_stats.map(|(_, std)| std),
         members: dirs
             .iter()
-            .zip(&weights)
-            .zip(&manifests)
+            .zip(weights)
+            .zip(manifests)
             .map(|((d, w), m)| {
                 serde_json::json!({
                     "dir": d, "weight": w,
@@ -341,17 +359,7 @@ pub fn average_checkpoints(dirs: &[PathBuf], out: &Path, opts: &AverageOptions) 
             })
             .collect(),
         ..Default::default()
-    };
-    manifest.write(staging.path())?;
-    let out_dir = staging.commit()?;
-    Ok(AverageReport {
-        out: out_dir,
-        members: dirs.to_vec(),
-        weights,
-        tensors: order.len(),
-        bytes_written: (header_bytes.len() + offset) as u64,
-        warnings,
-    })
+    }
 }
 
 /// One tensor in memory: HF name, shape, f32 values (row-major).
