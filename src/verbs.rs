@@ -223,7 +223,7 @@ pub fn score(a: ScoreArgs) -> Result<()> {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let opts = ScoreOptions { batch_size: a.batch_size, ..ScoreOptions::default() };
     let e = &a.ensemble;
-    let scores = score_models(&e.models, &refs, a.max_length, &device, &opts)?;
+    let scores = score_models(&e.models, &refs, a.max_length, &device, &opts, &rmtrain_core::ProgressBar::hidden())?;
     if scores.truncated > 0 {
         eprintln!("rmtrain: info: {} of {} texts are longer than max_length tokens and were scored truncated (cut from the right)", scores.truncated, refs.len());
     }

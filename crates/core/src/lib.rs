@@ -13,7 +13,7 @@ pub use fs::{sha256_bytes, sha256_file, sha256_files, write_atomic, write_json_a
 pub use manifest::Manifest;
 pub use metrics::MetricsLog;
 pub use mmap::{map_readonly, Mmap};
-pub use progress::progress_bar;
+pub use progress::{progress_bar, ProgressBar};
 pub use seed::{mix_seed, splitmix64};
 
 /// Errors of this crate; each carries the path that failed.

@@ -1,7 +1,8 @@
 //! Progress bars on stderr (indicatif), one style for every stage; hidden when not wanted so
 //! callers need no branches.
 
-use indicatif::{ProgressBar, ProgressStyle};
+pub use indicatif::ProgressBar;
+use indicatif::ProgressStyle;
 
 /// A bar of `total` `unit`s prefixed by `stage`, starting at `done`; hidden unless `show`.
 pub fn progress_bar(show: bool, stage: &str, unit: &str, total: u64, done: u64) -> ProgressBar {

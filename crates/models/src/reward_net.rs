@@ -61,6 +61,14 @@ impl HfParam<'_> {
         }
     }
 
+    /// Whether every value is finite (no NaN, no infinity).
+    pub fn is_finite(&self) -> bool {
+        match self {
+            Self::Vector(p) => p.val().is_finite().all().into_scalar::<bool>(),
+            Self::Matrix(p) | Self::LinearWeight(p) => p.val().is_finite().all().into_scalar::<bool>(),
+        }
+    }
+
     /// Shape in the HF layout and the values, row-major.
     pub fn to_hf(&self) -> (Vec<usize>, Vec<f32>) {
         let floats = |data: burn::tensor::TensorData| data.convert::<f32>().try_to_vec::<f32>().expect("a float tensor converts to f32");

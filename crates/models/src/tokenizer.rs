@@ -67,12 +67,7 @@ impl RmTokenizer {
 
     /// Ids of one text, with special tokens, truncated.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        let enc = self.inner.encode(text, true).map_err(|e| ModelError::file(&self.path, format!("cannot encode text: {e}")))?;
-        Ok(enc.get_ids().to_vec())
-    }
-
-    pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, ModelError> {
-        texts.iter().map(|t| self.encode(t)).collect()
+        Ok(self.encode_counting(text)?.0)
     }
 
     /// Ids of one text and whether it was longer than `max_length` (and so truncated).

@@ -60,10 +60,6 @@ impl Evaluation {
             .collect()
     }
 
-    /// The metrics of the entry labelled `label`.
-    pub fn metrics(&self, label: &str) -> Option<&[PairMetrics]> {
-        self.rows.iter().find(|(l, _)| l == label).map(|(_, m)| m.as_slice())
-    }
 }
 
 /// Scores every distinct text of `sets` with each of `models` once, then computes every entry's
@@ -73,15 +69,8 @@ pub fn evaluate_models(models: &[PathBuf], entries: &[Entry], sets: &[(String, V
     let (texts, slots) = rmtrain_data::distinct_texts(&set_refs);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bar = rmtrain_core::progress_bar(opts.progress, "score", "models", models.len() as u64, 0);
-    let mut per_model = Vec::with_capacity(models.len());
-    let mut truncated_texts = 0;
-    for dir in models {
-        let scores = score_models(std::slice::from_ref(dir), &refs, opts.max_length, opts.device, &ScoreOptions::default())?;
-        truncated_texts = truncated_texts.max(scores.truncated);
-        per_model.extend(scores.per_model);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let scores = score_models(models, &refs, opts.max_length, opts.device, &ScoreOptions::default(), &bar)?;
+    let (per_model, truncated_texts) = (scores.per_model, scores.truncated);
     let mut rows = Vec::with_capacity(entries.len());
     let mut gaps = Vec::with_capacity(entries.len());
     for entry in entries {

@@ -86,7 +86,6 @@ pub fn plot_curve(path: &Path, title: &str, points: &[CurvePoint]) -> Result<()>
 
 /// The curve, its barriers and the plot written into `out` (`interpolation.json`, `interpolation.png`).
 pub fn write_curve(out: &Path, a: &Path, b: &Path, title: &str, points: &[CurvePoint]) -> Result<serde_json::Value> {
-    std::fs::create_dir_all(out).map_err(|e| rmtrain_core::CoreError::io(out, e))?;
     let json = serde_json::json!({"a": a, "b": b, "points": points, "barrier": barriers(points)});
     rmtrain_core::write_json_atomic(&out.join("interpolation.json"), &json)?;
     plot_curve(&out.join("interpolation.png"), title, points)?;

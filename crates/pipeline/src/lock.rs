@@ -5,11 +5,11 @@
 
 use crate::Result;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+/// Held while alive: dropping it closes the file, which releases the lock.
 pub struct FileLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl FileLock {
@@ -29,11 +29,7 @@ impl FileLock {
             eprintln!("{what}: waiting for another process ({} is locked)", path.display());
             file.lock().map_err(|e| rmtrain_core::CoreError::io(path, e))?;
         }
-        Ok(Self { _file: file, path: path.to_path_buf() })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _file: file })
     }
 }
 

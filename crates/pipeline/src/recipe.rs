@@ -248,6 +248,17 @@ impl Recipe {
         cfg
     }
 
+    /// What every runner does first: build the VADER pairs when `[data.vader]` asks for them, then
+    /// [`check_paths`](Self::check_paths). Returns the eval sets.
+    pub fn prepare_data(&self) -> Result<Vec<(String, Vec<Pair>)>> {
+        if let Some(v) = &self.data.vader
+            && let Some(summary) = prepare_vader(v)?
+        {
+            eprintln!("{summary}");
+        }
+        self.check_paths()
+    }
+
     /// Checks that the backbone folder, the train file and every eval file exist and parse, so a
     /// typo fails before hours of training; returns the eval sets.
     pub fn check_paths(&self) -> Result<Vec<(String, Vec<Pair>)>> {

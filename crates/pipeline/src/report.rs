@@ -116,7 +116,6 @@ pub fn write_warm_report(recipe: &Recipe, out: &Path, r: &WarmResults) -> Result
         });
     }
     let lo = series.iter().flat_map(|s| s.values.iter().chain(s.intervals.iter().flatten().map(|(l, _)| l)).copied()).fold(1.0, f64::min);
-    std::fs::create_dir_all(out.join("plots")).map_err(|e| rmtrain_core::CoreError::io(out.join("plots"), e))?;
     rmtrain_eval::bar_chart_grouped(&out.join("plots/accuracy.png"), &format!("{}: gold-label accuracy", recipe.name), &r.sets, &series, Some(((lo - 0.05).max(0.0), 1.0)))?;
     let json = serde_json::json!({
         "recipe": recipe, "sets": r.sets, "flipped_pairs": r.flipped_pairs, "seconds": r.seconds,
@@ -162,9 +161,7 @@ pub fn write_noise_report(recipe: &Recipe, all: &[(f64, WarmResults)]) -> Result
         all[0].1.sets.join(", "),
         md_table(&headers, &rows)
     );
-    let plots = recipe.out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| rmtrain_core::CoreError::io(&plots, e))?;
-    rmtrain_eval::line_chart(&plots.join("accuracy_vs_noise.png"), "accuracy vs flipped labels", "flipped train labels (%)", "mean accuracy", &lines)?;
+    rmtrain_eval::line_chart(&recipe.out.join("plots/accuracy_vs_noise.png"), "accuracy vs flipped labels", "flipped train labels (%)", "mean accuracy", &lines)?;
     rmtrain_core::write_atomic(&recipe.out.join("report.md"), md.as_bytes())?;
     Ok(md)
 }

@@ -4,6 +4,7 @@
 
 use crate::{config_error, Result};
 use burn::tensor::Device;
+use rmtrain_core::ProgressBar;
 use rmtrain_merge::{combine, z_normalize, Combine};
 use rmtrain_models::{RewardModel, ScoreOptions};
 use std::path::{Path, PathBuf};
@@ -43,8 +44,9 @@ pub struct Scores {
     pub truncated: usize,
 }
 
-/// Scores `texts` with every model in `models`, one model in memory at a time.
-pub fn score_models(models: &[PathBuf], texts: &[&str], max_length: Option<usize>, device: &Device, opts: &ScoreOptions) -> Result<Scores> {
+/// Scores `texts` with every model in `models`, one model in memory at a time; `bar` advances
+/// by one per model (pass `ProgressBar::hidden()` for none).
+pub fn score_models(models: &[PathBuf], texts: &[&str], max_length: Option<usize>, device: &Device, opts: &ScoreOptions, bar: &ProgressBar) -> Result<Scores> {
     let mut per_model = Vec::with_capacity(models.len());
     let mut truncated = 0;
     for dir in models {
@@ -52,7 +54,9 @@ pub fn score_models(models: &[PathBuf], texts: &[&str], max_length: Option<usize
         let (rewards, cut) = rm.score_texts_counting(texts, opts)?;
         truncated = truncated.max(cut);
         per_model.push(rewards.into_iter().map(f64::from).collect());
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     Ok(Scores { per_model, truncated })
 }
 

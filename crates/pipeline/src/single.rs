@@ -1,7 +1,7 @@
 //! A recipe without `[members]`: prepare the data, train one reward model, evaluate it on every
 //! eval set, write `report.md` / `report.json` into the run folder.
 
-use crate::recipe::{prepare_vader, Recipe};
+use crate::recipe::Recipe;
 use crate::report::{write_single_report, SingleReport};
 use crate::train_set::prepare_train_set;
 use crate::Result;
@@ -20,12 +20,7 @@ pub struct RunOptions<'a> {
 /// Runs a single-model recipe end to end and returns its report (also written to disk).
 pub fn run_single(recipe: &Recipe, opts: &RunOptions) -> Result<SingleReport> {
     let started = Instant::now();
-    if let Some(v) = &recipe.data.vader
-        && let Some(summary) = prepare_vader(v)?
-    {
-        eprintln!("{summary}");
-    }
-    let eval_sets = recipe.check_paths()?;
+    let eval_sets = recipe.prepare_data()?;
     let set = prepare_train_set(&recipe.data.train, recipe.train.max_train_pairs, recipe.data.flip_fraction, recipe.data.flip_seed)?;
     if set.flipped > 0 {
         eprintln!("recipe {}: flipped {} train labels (data.flip_fraction = {})", recipe.name, set.flipped, recipe.data.flip_fraction);

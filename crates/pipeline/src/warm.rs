@@ -13,7 +13,7 @@
 use crate::evaluate::{evaluate_models, Entry, EvalOptions, Evaluation};
 use crate::interpolate::{barriers, curve_ts, interpolation_curve, plot_curve};
 use crate::lock::FileLock;
-use crate::recipe::{prepare_vader, Recipe};
+use crate::recipe::Recipe;
 use crate::report::{write_noise_report, write_warm_report};
 use crate::scoring::load_reward_model;
 use crate::train_set::{prepare_train_set, TrainSet};
@@ -75,12 +75,7 @@ pub fn run_warm(recipe: &Recipe, opts: &WarmOptions) -> Result<Vec<(f64, WarmRes
     {
         return Err(config_error(format!("--member {k}: the recipe has members 0..{}", members.seeds.len() - 1)));
     }
-    if let Some(v) = &recipe.data.vader
-        && let Some(summary) = prepare_vader(v)?
-    {
-        eprintln!("{summary}");
-    }
-    let eval_sets = recipe.check_paths()?;
+    let eval_sets = recipe.prepare_data()?;
     let levels: Vec<(f64, PathBuf)> = if recipe.data.noise_sweep.is_empty() {
         vec![(recipe.data.flip_fraction, recipe.out.clone())]
     } else {
@@ -91,7 +86,7 @@ pub fn run_warm(recipe: &Recipe, opts: &WarmOptions) -> Result<Vec<(f64, WarmRes
         if !recipe.data.noise_sweep.is_empty() {
             eprintln!("warm: noise level {:.0}% of train labels flipped -> {}", flip * 100.0, out.display());
         }
-        let run = WarmRun::new(recipe, out, flip, opts)?;
+        let mut run = WarmRun::new(recipe, out, flip, opts)?;
         if let Some(results) = run.run(&eval_sets, opts.only_member)? {
             write_warm_report(recipe, &run.out, &results)?;
             all.push((flip, results));
@@ -111,7 +106,7 @@ struct WarmRun<'a> {
     device: &'a Device,
     progress: bool,
     recipe_json: serde_json::Value,
-    timings: std::cell::RefCell<serde_json::Map<String, serde_json::Value>>,
+    timings: serde_json::Map<String, serde_json::Value>,
 }
 
 impl<'a> WarmRun<'a> {
@@ -132,13 +127,13 @@ impl<'a> WarmRun<'a> {
         self.out.join("members").join(format!("member-{k}"))
     }
 
-    fn time(&self, what: &str, since: Instant) {
-        self.timings.borrow_mut().insert(what.into(), since.elapsed().as_secs_f64().into());
+    fn time(&mut self, what: &str, since: Instant) {
+        self.timings.insert(what.into(), since.elapsed().as_secs_f64().into());
     }
 
     /// shared init → members → average → evaluation → interpolation. None when only one member
     /// was asked for.
-    fn run(&self, eval_sets: &[(String, Vec<Pair>)], only_member: Option<usize>) -> Result<Option<WarmResults>> {
+    fn run(&mut self, eval_sets: &[(String, Vec<Pair>)], only_member: Option<usize>) -> Result<Option<WarmResults>> {
         let started = Instant::now();
         let init = self.shared_init()?;
         self.time("linear_probe", started);
@@ -154,18 +149,16 @@ impl<'a> WarmRun<'a> {
         let evaluation = self.evaluate(&init, &members, &warm, eval_sets)?;
         self.interpolate(&members, eval_sets)?;
         self.time("total", started);
-        let plots = self.out.join("plots");
-        std::fs::create_dir_all(&plots).map_err(|e| rmtrain_core::CoreError::io(&plots, e))?;
         // Reliability of WARM on the first (in-domain) set, top-label: confidence max(p, 1 − p)
         // of p = σ(r_c − r_r) against how often the preferred side is the gold one.
         let warm_row = evaluation.rows.iter().position(|(l, _)| l == "WARM").expect("WARM is evaluated");
         let bins = rmtrain_eval::ece_toplabel(&evaluation.gaps[warm_row][0]).bins;
-        rmtrain_eval::reliability_diagram(&plots.join("reliability_warm.png"), &format!("WARM on {}, top-label", evaluation.sets[0]), &bins)?;
+        rmtrain_eval::reliability_diagram(&self.out.join("plots/reliability_warm.png"), &format!("WARM on {}, top-label", evaluation.sets[0]), &bins)?;
         Ok(Some(WarmResults {
             sets: evaluation.sets,
             models: evaluation.rows,
             flipped_pairs: self.set.flipped,
-            seconds: serde_json::Value::Object(self.timings.borrow().clone()),
+            seconds: serde_json::Value::Object(self.timings.clone()),
         }))
     }
 
@@ -214,7 +207,7 @@ impl<'a> WarmRun<'a> {
 
     /// 2. Member `k` from the shared init: reused when it finished with these settings, resumed
     ///    when its newest checkpoint is a stop of this run, else trained fresh.
-    fn train_member(&self, k: usize, init: &Path) -> Result<()> {
+    fn train_member(&mut self, k: usize, init: &Path) -> Result<()> {
         let cfg = self.recipe.member_config(k);
         let dir = self.member_dir(k);
         if finished_run_matches(&dir.join("model"), &cfg, &self.set.data_sha256, init)? {
@@ -238,7 +231,7 @@ impl<'a> WarmRun<'a> {
     }
 
     /// 3. WARM: the weight average of the members.
-    fn average(&self, members: &[PathBuf]) -> Result<PathBuf> {
+    fn average(&mut self, members: &[PathBuf]) -> Result<PathBuf> {
         let started = Instant::now();
         let merge = self.recipe.merge();
         let warm = self.out.join("warm");
@@ -264,7 +257,7 @@ impl<'a> WarmRun<'a> {
 
     /// 4. The shared init, every member, WARM and each ensemble of the members on every eval set;
     ///    each distinct text scored once per model.
-    fn evaluate(&self, init: &Path, members: &[PathBuf], warm: &Path, sets: &[(String, Vec<Pair>)]) -> Result<Evaluation> {
+    fn evaluate(&mut self, init: &Path, members: &[PathBuf], warm: &Path, sets: &[(String, Vec<Pair>)]) -> Result<Evaluation> {
         let started = Instant::now();
         let probe_steps = self.recipe.members.as_ref().expect("a WARM recipe").shared_linear_probe_steps;
         let mut models = vec![init.to_path_buf()];
@@ -295,16 +288,14 @@ impl<'a> WarmRun<'a> {
     }
 
     /// 5. The mode-connectivity curve between two members, when the recipe asks for it.
-    fn interpolate(&self, members: &[PathBuf], sets: &[(String, Vec<Pair>)]) -> Result<()> {
+    fn interpolate(&mut self, members: &[PathBuf], sets: &[(String, Vec<Pair>)]) -> Result<()> {
         let Some(c) = self.recipe.merge().interpolate else { return Ok(()) };
         let started = Instant::now();
         let [a, b] = c.members;
         let set_name = c.set.clone().unwrap_or_else(|| sets[0].0.clone());
         let pairs: Vec<Pair> = sets.iter().find(|(n, _)| *n == set_name).expect("validated").1.iter().take(c.max_pairs).cloned().collect();
         let curve = interpolation_curve(&members[a], &members[b], &curve_ts(c.steps, 0.0, 1.0), &[(set_name.clone(), pairs)], Some(self.recipe.train.max_length), self.device)?;
-        let plots = self.out.join("plots");
-        std::fs::create_dir_all(&plots).map_err(|e| rmtrain_core::CoreError::io(&plots, e))?;
-        plot_curve(&plots.join("interpolation.png"), &format!("member-{a} to member-{b} on {set_name}"), &curve)?;
+        plot_curve(&self.out.join("plots/interpolation.png"), &format!("member-{a} to member-{b} on {set_name}"), &curve)?;
         let json = serde_json::json!({"members": [a, b], "points": curve, "barrier": barriers(&curve)});
         rmtrain_core::write_json_atomic(&self.out.join("interpolation.json"), &json)?;
         self.time("interpolation", started);

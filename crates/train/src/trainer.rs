@@ -178,6 +178,8 @@ struct Run {
     /// Only these parameters learn (the head, for a linear probe); None = all.
     trainable_ids: Option<Vec<ParamId>>,
     step: u64,
+    /// The step this process started from (0, or the resumed checkpoint's).
+    start_step: u64,
     last_step: u64,
     total_steps: u64,
     steps_per_epoch: u64,
@@ -262,6 +264,7 @@ impl Run {
             truncated_pairs,
             trainable_ids,
             step,
+            start_step: step,
             last_step,
             total_steps,
             steps_per_epoch,
@@ -423,7 +426,9 @@ impl Run {
         if !(mean.is_finite() && std.is_finite()) {
             return Err(TrainError::NonFinite { step: self.step, what: "rewards of the final model".into(), value: mean });
         }
-        if self.step > 0 && checkpoint::list_checkpoints(&req.out).last().is_none_or(|(s, _)| *s != self.step) {
+        // `after_step` leaves the last step's checkpoint to here; a run resumed at its last step
+        // has it already.
+        if self.step > self.start_step {
             self.save_checkpoint(req)?;
         }
         let mut final_metrics = serde_json::Map::new();
@@ -599,13 +604,7 @@ fn to_vec(t: Tensor<1>) -> Vec<f64> {
 
 /// The HF name of the first parameter holding a NaN or an infinity, if any.
 fn first_non_finite_param(net: &RewardNetwork) -> Option<String> {
-    net.hf_params().into_iter().find_map(|(name, p)| {
-        let finite = match p {
-            rmtrain_models::HfParam::Vector(t) => t.val().is_finite().all().into_scalar::<bool>(),
-            rmtrain_models::HfParam::Matrix(t) | rmtrain_models::HfParam::LinearWeight(t) => t.val().is_finite().all().into_scalar::<bool>(),
-        };
-        (!finite).then_some(name)
-    })
+    net.hf_params().into_iter().find_map(|(name, p)| (!p.is_finite()).then_some(name))
 }
 
 /// Reward mean and std over the texts of (up to 512) train pairs: the reference statistics used
