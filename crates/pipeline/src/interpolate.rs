@@ -3,7 +3,8 @@
 //! curve rises above the straight line joining its ends.
 
 use crate::evaluate::pair_metrics;
-use crate::{config_error, Result};
+use crate::scoring::refuse_untrained;
+use crate::Result;
 use burn::tensor::Device;
 use rmtrain_data::Pair;
 use rmtrain_merge::interpolate_tensors;
@@ -25,10 +26,7 @@ pub fn interpolation_curve(a: &Path, b: &Path, ts: &[f64], sets: &[(String, Vec<
     let max_length = max_length.or_else(|| rmtrain_core::Manifest::read(a).ok().and_then(|m| m.max_length)).unwrap_or(128);
     let mut points = Vec::new();
     for &t in ts {
-        let rm = RewardModel::load_from_rows(a, interpolate_tensors(a, b, t)?, max_length, device)?;
-        if !rm.notes.initialised.is_empty() {
-            return Err(config_error(format!("{}: not a reward model: {} would be random", a.display(), rm.notes.initialised.join(", "))));
-        }
+        let rm = refuse_untrained(a, RewardModel::load_from_rows(a, interpolate_tensors(a, b, t)?, max_length, device)?)?;
         for (name, pairs) in sets {
             let (rc, rr) = rmtrain_train::score_pairs(&rm, pairs, &ScoreOptions::default())?;
             let loss = rc.iter().zip(&rr).map(|(c, r)| -rmtrain_eval::log_sigmoid(c - r)).sum::<f64>() / rc.len() as f64;

@@ -14,14 +14,19 @@ use std::path::{Path, PathBuf};
 /// 128. Tensors ignored on purpose (pre-training heads) are reported on stderr.
 pub fn load_reward_model(dir: &Path, max_length: Option<usize>, device: &Device) -> Result<RewardModel> {
     let max_length = max_length.or_else(|| rmtrain_core::Manifest::read(dir).ok().and_then(|m| m.max_length)).unwrap_or(128);
-    let rm = RewardModel::load(dir, max_length, device)?;
-    if !rm.notes.initialised.is_empty() {
-        return Err(config_error(format!("{}: not a reward model: {} would be random (train it first)", dir.display(), rm.notes.initialised.join(", "))));
-    }
+    let rm = refuse_untrained(dir, RewardModel::load(dir, max_length, device)?)?;
     for note in &rm.notes.ignored {
         eprintln!("rmtrain: info: {}: ignored {note}", dir.display());
     }
     Ok(rm)
+}
+
+/// `rm` (loaded from `dir`) when its head was loaded, an error when any of it would be random.
+pub fn refuse_untrained(dir: &Path, rm: RewardModel) -> Result<RewardModel> {
+    if rm.notes.initialised.is_empty() {
+        return Ok(rm);
+    }
+    Err(config_error(format!("{}: not a reward model: {} would be random (train it first)", dir.display(), rm.notes.initialised.join(", "))))
 }
 
 /// The reward mean/std a member recorded on its reference set (rmtrain.json).
