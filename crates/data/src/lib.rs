@@ -2,11 +2,13 @@
 //! formats ([`pairs`]), the importer that turns the VADER ICWSM-2014 human sentiment ratings into a
 //! preference testbed with gold labels ([`vader`]), and label-noise injection ([`noise`]).
 
+pub mod meta;
 pub mod noise;
 pub mod pairs;
 pub mod vader;
 
-pub use noise::flip_labels;
+pub use meta::{meta_groups_from_texts, read_meta_groups, write_meta_groups, MetaGroup};
+pub use noise::{flip_by_strength, flip_labels, StrengthFlip};
 pub use pairs::{Pair, ScoreInput, ScoreRecord, distinct_texts, parse_pair_line, read_pairs, read_score_records, write_pairs_jsonl};
 pub use vader::{DOMAINS, DomainSummary, Snippet, VaderOptions, VaderSummary, import_vader, load_domain};
 

@@ -29,6 +29,7 @@ fn flip(pair: &mut Pair) {
     std::mem::swap(&mut pair.chosen, &mut pair.rejected);
     pair.margin = pair.margin.map(|m| -m);
     pair.gold_margin = pair.gold_margin.map(|m| -m);
+    pair.strength = pair.strength.map(|m| -m);
 
     let fields = &mut pair.fields;
     let chosen_keys: Vec<String> = fields.keys().filter(|k| k.starts_with("chosen")).cloned().collect();
@@ -40,15 +41,14 @@ fn flip(pair: &mut Pair) {
             fields.insert(rejected_key, c);
         }
     }
-    for key in ["margin", "gold_margin"] {
+    for key in ["margin", "gold_margin", "strength_mean"] {
         if let Some(value) = fields.get_mut(key) {
-            // Integers stay integers so a double flip restores the line byte for byte.
-            if let Some(i) = value.as_i64() {
-                *value = json!(-i);
-            } else if let Some(x) = value.as_f64() {
-                *value = json!(-x);
-            }
+            negate(value);
         }
+    }
+    // Each voter's gap turns sign with the pair; σ̂ is unchanged.
+    if let Some(Value::Array(gaps)) = fields.get_mut("strength_gaps") {
+        gaps.iter_mut().for_each(negate);
     }
     if let Some(Value::Bool(agrees)) = fields.get_mut("agrees_with_mean") {
         *agrees = !*agrees;
@@ -58,6 +58,61 @@ fn flip(pair: &mut Pair) {
     } else {
         fields.insert("flipped".into(), Value::Bool(true));
     }
+}
+
+/// Negates a JSON number; integers stay integers so a double flip restores the line byte for byte.
+fn negate(value: &mut Value) {
+    if let Some(i) = value.as_i64() {
+        *value = json!(-i);
+    } else if let Some(x) = value.as_f64() {
+        *value = json!(-x);
+    }
+}
+
+/// Which pairs the strength-based flip swaps (Secrets of RLHF II §2.4.1: the pairs the voters
+/// believe mislabelled).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StrengthFlip {
+    /// The round(q · n) pairs of lowest μ̂ (ties broken by file order): the paper's "bottom 20 %"
+    /// (main text) or "flip 10 %" (appendix C.2).
+    BottomFraction(f64),
+    /// Every pair with μ̂ < t (t = 0: the voters prefer the rejected side on average).
+    Below(f64),
+}
+
+/// Flips the pairs `rule` selects by their preference strength (chosen ↔ rejected, μ̂ and every
+/// voter's gap negated, `"flipped": true`, as [`flip_labels`] does) and returns their indices in
+/// ascending order. Every pair must carry `strength_mean`.
+pub fn flip_by_strength(pairs: &mut [Pair], rule: StrengthFlip) -> Result<Vec<usize>, DataError> {
+    let mut strengths = Vec::with_capacity(pairs.len());
+    for (index, p) in pairs.iter().enumerate() {
+        match p.strength {
+            Some(s) if s.is_finite() => strengths.push(s),
+            _ => {
+                return Err(DataError::InvalidPair {
+                    index,
+                    problem: "no finite \"strength_mean\" (compute it with `rmtrain strength` or the recipe's [strength] stage)".into(),
+                })
+            }
+        }
+    }
+    let mut chosen: Vec<usize> = match rule {
+        StrengthFlip::BottomFraction(q) => {
+            if !(0.0..=1.0).contains(&q) {
+                return Err(DataError::InvalidOption(format!("strength flip fraction must be in [0, 1], got {q}")));
+            }
+            let mut order: Vec<usize> = (0..pairs.len()).collect();
+            order.sort_by(|&a, &b| strengths[a].total_cmp(&strengths[b]).then(a.cmp(&b)));
+            order.truncate((q * pairs.len() as f64).round() as usize);
+            order
+        }
+        StrengthFlip::Below(t) => (0..pairs.len()).filter(|&i| strengths[i] < t).collect(),
+    };
+    chosen.sort_unstable();
+    for &i in &chosen {
+        flip(&mut pairs[i]);
+    }
+    Ok(chosen)
 }
 
 #[cfg(test)]
@@ -104,5 +159,51 @@ mod tests {
         assert_ne!(a, c);
         flip_labels(&mut a, 0.3, 7).expect("flip back");
         assert_eq!(a, original);
+    }
+
+    fn with_strength(mus: &[f64]) -> Vec<Pair> {
+        mus.iter()
+            .enumerate()
+            .map(|(i, &mu)| {
+                let value = json!({"chosen": format!("good {i}"), "rejected": format!("bad {i}"), "strength_mean": mu,
+                                   "strength_std": 0.5, "strength_gaps": [mu - 0.5, mu + 0.5]});
+                crate::parse_pair_line(value, std::path::Path::new("mem"), i + 1).expect("valid pair")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strength_flip_swaps_exactly_the_selected_pairs() {
+        let mus = [0.3, -1.0, 2.0, -0.2, 0.0, 1.5, -3.0, 0.7, 0.1, -0.5];
+        // Bottom 20 % of 10 = the 2 lowest: -3.0 (index 6), -1.0 (index 1).
+        let mut data = with_strength(&mus);
+        assert_eq!(flip_by_strength(&mut data, StrengthFlip::BottomFraction(0.2)).expect("flip"), vec![1, 6]);
+        for (i, p) in data.iter().enumerate() {
+            let flipped = [1, 6].contains(&i);
+            assert_eq!(p.chosen.starts_with("bad"), flipped, "pair {i}");
+            assert_eq!(p.strength, Some(if flipped { -mus[i] } else { mus[i] }), "pair {i}");
+            assert_eq!(p.fields["strength_mean"], json!(if flipped { -mus[i] } else { mus[i] }));
+            assert_eq!(p.fields["strength_std"], json!(0.5));
+            if flipped {
+                assert_eq!(p.fields["strength_gaps"], json!([-(mus[i] - 0.5), -(mus[i] + 0.5)]));
+                assert_eq!(p.fields["flipped"], json!(true));
+            }
+        }
+        // μ̂ < 0: indices 1, 3, 6, 9 (0.0 is not below 0).
+        let mut data = with_strength(&mus);
+        assert_eq!(flip_by_strength(&mut data, StrengthFlip::Below(0.0)).expect("flip"), vec![1, 3, 6, 9]);
+        assert!(data.iter().all(|p| p.strength.expect("set") >= 0.0));
+        // Ties at the cut go by file order.
+        let mut tied = with_strength(&[1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(flip_by_strength(&mut tied, StrengthFlip::BottomFraction(0.5)).expect("flip"), vec![1, 2]);
+    }
+
+    #[test]
+    fn strength_flip_needs_a_strength_on_every_pair() {
+        let mut data = pairs(3);
+        let err = flip_by_strength(&mut data, StrengthFlip::Below(0.0)).expect_err("no strength").to_string();
+        assert!(err.starts_with("pair 0: no finite \"strength_mean\""), "{err}");
+        let mut ok = with_strength(&[1.0]);
+        assert!(flip_by_strength(&mut ok, StrengthFlip::BottomFraction(1.5)).is_err());
     }
 }

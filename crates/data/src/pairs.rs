@@ -32,6 +32,10 @@ pub struct Pair {
     /// The true preference strength where it is known (e.g. the difference of mean human ratings),
     /// for evaluation: training on it would leak the gold label.
     pub gold_margin: Option<f64>,
+    /// Preference strength μ̂ (`strength_mean`, Secrets of RLHF II Eq. 4: the mean reward gap of M
+    /// voter reward models), written by `rmtrain strength`; read by the strength-based flip,
+    /// smoothing and adaptive margin.
+    pub strength: Option<f64>,
     pub domain: Option<String>,
     pub label_source: Option<String>,
     /// The original JSON object, every field, in file order. [`write_pairs_jsonl`] writes this.
@@ -192,6 +196,7 @@ fn pair_from_object(fields: Map<String, Value>, at: &At) -> Result<Pair, DataErr
         rejected: rejected.text,
         margin: optional_number(&fields, "margin", at)?,
         gold_margin: optional_number(&fields, "gold_margin", at)?,
+        strength: optional_number(&fields, "strength_mean", at)?,
         domain: optional_string(&fields, "domain", at)?,
         label_source: optional_string(&fields, "label_source", at)?,
         fields,

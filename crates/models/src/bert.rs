@@ -100,10 +100,20 @@ impl BertLayer {
 }
 
 impl RewardNet for BertRewardModel {
-    fn forward_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
+    fn forward_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> Tensor<1> {
+        self.forward_features(ids, mask, rng).0
+    }
+
+    /// The head's input is the pooled [CLS] output tanh(pooler(h[:, 0])), before the head's dropout.
+    fn forward_features(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> (Tensor<1>, Tensor<2>) {
         let pooled = self.pooled_with(ids, mask, &mut rng);
         let [batch, _] = pooled.dims();
-        self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])
+        let rewards = self.classifier.forward(dropout(&mut rng, pooled.clone(), self.head_dropout)).reshape([batch]);
+        (rewards, pooled)
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.pooler.weight.dims()[1] // Burn keeps a Linear weight as [in, out]
     }
 
     /// The backbone runs on the inner (non-autodiff) backend; the head (pooler + classifier)

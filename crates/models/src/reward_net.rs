@@ -100,6 +100,13 @@ pub trait RewardNet: Module {
     /// `rng` when given (training), none otherwise.
     fn forward_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> Tensor<1>;
 
+    /// Rewards and the reward head's input f(x, y) [batch, feature_dim] (what the contrastive losses
+    /// of Secrets of RLHF II §3.1 compare), from one forward with dropout drawn from `rng`.
+    fn forward_features(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> (Tensor<1>, Tensor<2>);
+
+    /// Width of [`forward_features`](Self::forward_features)' features.
+    fn feature_dim(&self) -> usize;
+
     /// As [`forward_with`](Self::forward_with) with the backbone run on the inner (non-autodiff)
     /// backend: only the head records a graph and gets gradients (the linear probe of LP-FT).
     fn forward_frozen_backbone(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> Tensor<1>;
@@ -214,6 +221,18 @@ impl RewardNet for RewardNetwork {
     fn forward_frozen_backbone(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> Tensor<1> {
         match self {
             Self::Bert(m) => m.forward_frozen_backbone(ids, mask, rng),
+        }
+    }
+
+    fn forward_features(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> (Tensor<1>, Tensor<2>) {
+        match self {
+            Self::Bert(m) => m.forward_features(ids, mask, rng),
+        }
+    }
+
+    fn feature_dim(&self) -> usize {
+        match self {
+            Self::Bert(m) => m.feature_dim(),
         }
     }
 
