@@ -6,6 +6,7 @@ mod bench;
 mod device;
 mod merge_verbs;
 mod recipe;
+mod strength_verb;
 mod verbs;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Verb {
     Average(merge_verbs::AverageArgs),
     /// Loss and accuracy along the line between two checkpoints (mode connectivity).
     Interpolate(merge_verbs::InterpolateArgs),
+    /// Preference strength of each pair: mean and std of the reward gap over several models.
+    Strength(strength_verb::StrengthArgs),
     /// Run a recipe (TOML): data preparation, training, evaluation, report.
     Recipe(recipe::RecipeArgs),
     /// Measure training or scoring throughput on synthetic ids (same protocol as ../shared/bench).
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Verb::Eval(a) => verbs::eval(a),
         Verb::Average(a) => merge_verbs::average(a),
         Verb::Interpolate(a) => merge_verbs::interpolate(a),
+        Verb::Strength(a) => strength_verb::strength(a),
         Verb::Recipe(a) => recipe::run(a),
         Verb::Bench(a) => bench::run(a),
     };

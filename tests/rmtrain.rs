@@ -1016,3 +1016,95 @@ fn the_warm_pipeline_runs_as_a_library_call() {
     let again = rmtrain_pipeline::evaluate_models(&members, &entries, &sets, &eval_opts).expect("evaluate");
     assert_eq!(again.rows[0].1, results.models[5].1, "ENS-mean recomputed from the member folders");
 }
+
+// ---------- preference strength (Secrets of RLHF II, Eq. 4) ----------
+
+/// Pairs in every input format, with metadata to pass through and side means (VADER's) that make
+/// the second label wrong; "good and fun" appears in two pairs (scored once, used twice).
+const STRENGTH_PAIRS: &str = r#"{"prompt": "Review: ", "chosen": "good and fun", "rejected": "bad and dull", "gold_margin": 2.0, "id": "a", "chosen_mean": 2.5, "rejected_mean": 0.5}
+{"chosen": "awful", "rejected": "lovely", "gold_margin": -3.0, "id": "b", "chosen_mean": -2.0, "rejected_mean": 1.0, "flipped": true}
+{"chosen": [{"role": "user", "content": "How was it?"}, {"role": "assistant", "content": "Wonderful, loved it."}], "rejected": [{"role": "user", "content": "How was it?"}, {"role": "assistant", "content": "Awful, hated it."}], "gold_margin": 1.0, "id": "c"}
+{"chosen": "good and fun", "rejected": "meh", "id": "d", "meta": {"k": [1, 2]}}
+"#;
+
+#[test]
+fn strength_lines_carry_mean_and_population_std_of_each_members_own_gaps() {
+    let dir = tmp("strength");
+    let data = dir.join("pairs.jsonl");
+    std::fs::write(&data, STRENGTH_PAIRS).expect("write");
+    let out = dir.join("out/strength.jsonl");
+    let members: Vec<PathBuf> = (0..3).map(warm_member).collect();
+    let mut args = vec!["strength".to_string(), "--data".into(), data.display().to_string(), "--out".into(), out.display().to_string(), "--no-progress".into()];
+    for m in &members {
+        args.extend(["--model".to_string(), m.display().to_string()]);
+    }
+    let (code, stdout, stderr) = rmtrain(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("pairs: 4, reward models: 3"), "{stdout}");
+
+    // Each member's own rewards, one text at a time, by hand: d_m, μ̂ = mean, σ̂ = sqrt(Σ (d − μ̂)² / M).
+    let pairs = read_pairs(&data).expect("pairs");
+    let gaps: Vec<Vec<f64>> = pairs
+        .iter()
+        .map(|p| {
+            members
+                .iter()
+                .map(|m| {
+                    let rm = RewardModel::load(m, 128, &cpu()).expect("load member");
+                    let r = |t: String| f64::from(rm.score_texts(&[t.as_str()], &ScoreOptions::default()).expect("score")[0]);
+                    r(p.chosen_text()) - r(p.rejected_text())
+                })
+                .collect()
+        })
+        .collect();
+    let input = jsonl(&data);
+    let lines = jsonl(&out);
+    assert_eq!(lines.len(), input.len());
+    let mut spread = 0.0f64;
+    for ((line, want_line), d) in lines.iter().zip(&input).zip(&gaps) {
+        for (key, value) in want_line.as_object().expect("object") {
+            assert_eq!(&line[key], value, "{key} passes through");
+        }
+        let mu = d.iter().sum::<f64>() / 3.0;
+        let sigma = (d.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / 3.0).sqrt();
+        let got = |k: &str| line[k].as_f64().unwrap_or_else(|| panic!("{k} in {line}"));
+        assert!((got("strength_mean") - mu).abs() < 1e-4, "μ̂ {} vs {mu}", got("strength_mean"));
+        assert!((got("strength_std") - sigma).abs() < 1e-4, "σ̂ {} vs {sigma} (population std, ÷ M)", got("strength_std"));
+        let line_gaps: Vec<f64> = line["strength_gaps"].as_array().expect("gaps").iter().map(|g| g.as_f64().expect("gap")).collect();
+        assert_eq!(line_gaps.len(), 3);
+        assert!(line_gaps.iter().zip(d).all(|(a, b)| (a - b).abs() < 1e-4), "gaps in --model order: {line_gaps:?} vs {d:?}");
+        spread = spread.max(sigma);
+    }
+    // Otherwise ÷ M and ÷ (M − 1) could not be told apart.
+    assert!(spread > 1e-3, "the members disagree on some pair");
+
+    // The report lands next to --out by default.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/strength.json")).expect("strength.json")).expect("json");
+    assert_eq!((report["pairs"].as_u64(), report["models"].as_u64()), (Some(4), Some(3)));
+    assert_eq!(report["model_dirs"].as_array().map(Vec::len), Some(3));
+    let negative = lines.iter().filter(|l| l["strength_mean"].as_f64().expect("μ̂") < 0.0).count() as f64 / 4.0;
+    assert!((report["share_negative"].as_f64().expect("share") - negative).abs() < 1e-12);
+    assert_eq!(report["detection"]["labels_wrong"], 1, "only pair b has chosen_mean < rejected_mean");
+    assert!(std::fs::read_to_string(dir.join("out/strength.md")).expect("strength.md").contains("Preference strength"));
+    for png in ["strength_histogram.png", "strength_deciles.png"] {
+        let bytes = std::fs::read(dir.join("out/plots").join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+        assert!(bytes.starts_with(b"\x89PNG"), "{png} is a PNG");
+    }
+}
+
+#[test]
+fn strength_refuses_one_model_an_untrained_head_and_a_bad_line_and_writes_nothing() {
+    let dir = tmp("strength-bad");
+    let data = dir.join("pairs.jsonl");
+    std::fs::write(&data, STRENGTH_PAIRS).expect("write");
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"chosen\": \"a\", \"rejected\": \"b\"}\n{\"chosen\": \"a\"}\n").expect("write");
+    let out = dir.join("out.jsonl");
+    let (d, o) = (data.display().to_string(), out.display().to_string());
+    let (m0, m1) = (warm_member(0).display().to_string(), warm_member(1).display().to_string());
+    assert_one_line_error(&["strength", "--model", &m0, "--data", &d, "--out", &o], &["at least 2 models", "got 1"]);
+    let backbone = bare_backbone("strength-backbone").display().to_string();
+    assert_one_line_error(&["strength", "--model", &m0, "--model", &backbone, "--data", &d, "--out", &o], &[&backbone, "not a reward model"]);
+    assert_one_line_error(&["strength", "--model", &m0, "--model", &m1, "--data", &bad.display().to_string(), "--out", &o], &["bad.jsonl:2", "rejected"]);
+    assert!(!out.exists() && !dir.join("strength.json").exists(), "a refused run writes nothing");
+}

@@ -1,9 +1,10 @@
 //! PNG charts for eval reports, drawn with `plotters`: grouped bars with 95 % error bars
-//! (accuracy per domain per model), lines (interpolation curves, accuracy vs noise) and a
-//! reliability diagram. Text is set in DejaVu Sans, embedded from `fonts/` (license beside it) and
-//! rendered by ab_glyph, so no system font or C library is needed. Charts are drawn into an RGB
-//! buffer, encoded by `png` and written atomically (temporary sibling + rename) through
-//! `rmtrain_core::write_atomic`, so a crash never leaves half a PNG behind.
+//! (accuracy per domain per model), lines (interpolation curves, accuracy vs noise), a
+//! reliability diagram and a histogram (preference strengths μ̂, with the μ̂ = 0 threshold). Text
+//! is set in DejaVu Sans, embedded from `fonts/` (license beside it) and rendered by ab_glyph, so
+//! no system font or C library is needed. Charts are drawn into an RGB buffer, encoded by `png`
+//! and written atomically (temporary sibling + rename) through `rmtrain_core::write_atomic`, so a
+//! crash never leaves half a PNG behind.
 
 use crate::metrics::CalibrationBin;
 use plotters::coord::types::RangedCoordf64;
@@ -195,8 +196,8 @@ fn xy_chart<'a, 'b>(
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
-        .x_label_formatter(&|v| format!("{v:.x_decimals$}"))
-        .y_label_formatter(&|v| format!("{v:.y_decimals$}"))
+        .x_label_formatter(&|&v| tick_label(v, x_decimals))
+        .y_label_formatter(&|&v| tick_label(v, y_decimals))
         .label_style(font(LABEL_SIZE))
         .axis_desc_style(font(LABEL_SIZE))
         .axis_style(INK)
@@ -211,6 +212,15 @@ fn xy_chart<'a, 'b>(
 fn tick_decimals(range: &Range<f64>) -> usize {
     let step = (range.end - range.start) / 10.0;
     if step > 0.0 && step.is_finite() { (-step.log10().floor()).max(0.0) as usize } else { 0 }
+}
+
+/// A tick value with `decimals` decimals; a tick a rounding error below 0 reads "0.0", not "-0.0".
+fn tick_label(v: f64, decimals: usize) -> String {
+    let text = format!("{v:.decimals$}");
+    match text.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => text,
+    }
 }
 
 fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
@@ -303,7 +313,7 @@ pub fn bar_chart_grouped(
             .disable_x_mesh()
             .x_labels(groups.len())
             .x_label_formatter(&|x| groups.get(x.floor() as usize).cloned().unwrap_or_default())
-            .y_label_formatter(&|y| format!("{y:.decimals$}"))
+            .y_label_formatter(&|&y| tick_label(y, decimals))
             .label_style(font(LABEL_SIZE))
             .axis_style(INK)
             .bold_line_style(GRID)
@@ -408,6 +418,71 @@ pub fn reliability_diagram(path: &Path, title: &str, bins: &[CalibrationBin]) ->
             chart.draw_series([EmptyElement::at(((b.lo + b.hi) / 2.0, b.accuracy.max(b.mean_conf))) + label])?;
         }
         chart.draw_series(DashedLineSeries::new([(0.0, 0.0), (1.0, 1.0)], 8, 6, DIAGONAL.stroke_width(2)))?;
+        Ok(())
+    })
+}
+
+/// Equal-width bins over [min, max] of the finite values (a single value's range widened to
+/// ±0.5), the maximum in the last bin: the x range and the count per bin; None when no value is
+/// finite.
+fn histogram_bins(values: &[f64], bins: usize) -> Option<(Range<f64>, Vec<usize>)> {
+    let (lo, hi) = match finite_range(values.iter().copied())? {
+        (lo, hi) if hi - lo < 1e-12 => (lo - 0.5, hi + 0.5),
+        range => range,
+    };
+    let bins = bins.max(1);
+    let width = (hi - lo) / bins as f64;
+    let mut counts = vec![0; bins];
+    for v in values.iter().filter(|v| v.is_finite()) {
+        counts[(((v - lo) / width).floor() as usize).min(bins - 1)] += 1;
+    }
+    Some((lo..hi, counts))
+}
+
+/// Histogram of `values`: `bins` equal-width bins (at least 1) over [min, max] of the finite values
+/// (widened by ±0.5 when they are all equal), bar height = count, and a dashed red line at x = 0
+/// when 0 lies in the range (for μ̂, the paper's threshold below which a label is likely wrong).
+/// Non-finite values are skipped; none finite is an error, as there is no range to draw. Labels are
+/// set glyph by glyph, so a combining mark (the hat of "μ̂") is not placed over its letter: write
+/// "mean gap μ" or "mu-hat".
+pub fn histogram(path: &Path, title: &str, x_label: &str, values: &[f64], bins: usize) -> Result<(), PlotError> {
+    const BARS: RGBColor = PALETTE[0];
+    const ZERO: RGBColor = PALETTE[2];
+    let (x, counts) = histogram_bins(values, bins)
+        .ok_or_else(|| PlotError::Draw { path: path.into(), message: "no finite value to draw a histogram of".into() })?;
+    let width = (x.end - x.start) / counts.len() as f64;
+    let tallest = counts.iter().copied().max().unwrap_or(0) as u32;
+    let top = (f64::from(tallest) * 1.05).ceil() as u32 + 1; // bars never touch the frame
+
+    render_png(path, (WIDTH, HEIGHT), |root| {
+        let area = frame(root, title, &[])?;
+        // Counts on an integer axis, so ticks never fall between whole numbers.
+        let mut chart = ChartBuilder::on(&area)
+            .margin(10)
+            .margin_right(24)
+            .x_label_area_size(60)
+            .y_label_area_size(80)
+            .build_cartesian_2d(x.clone(), 0u32..top)?;
+        let decimals = tick_decimals(&x);
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc("count")
+            .x_label_formatter(&|&v| tick_label(v, decimals))
+            .label_style(font(LABEL_SIZE))
+            .axis_desc_style(font(LABEL_SIZE))
+            .axis_style(INK)
+            .bold_line_style(GRID)
+            .light_line_style(TRANSPARENT)
+            .draw()?;
+        for (i, &count) in counts.iter().enumerate().filter(|&(_, &c)| c > 0) {
+            let corners = [(x.start + i as f64 * width, 0), (x.start + (i + 1) as f64 * width, count as u32)];
+            chart.draw_series([Rectangle::new(corners, BARS.filled())])?;
+            chart.draw_series([Rectangle::new(corners, WHITE.stroke_width(1))])?; // sets neighbours apart
+        }
+        if x.contains(&0.0) || x.end == 0.0 {
+            chart.draw_series(DashedLineSeries::new([(0.0, 0), (0.0, top)], 8, 6, ZERO.stroke_width(2)))?;
+        }
         Ok(())
     })
 }
@@ -517,5 +592,50 @@ mod tests {
         for name in ["a.png", "b.png", "c.png"] {
             assert_png(&dir.path().join(name), (WIDTH, HEIGHT));
         }
+    }
+
+    /// Regression: a histogram's tick a rounding error below 0 read "-0.0".
+    #[test]
+    fn tick_labels_never_read_minus_zero() {
+        assert_eq!(tick_label(-1e-17, 1), "0.0");
+        assert_eq!(tick_label(-0.0, 0), "0");
+        assert_eq!(tick_label(-0.04, 1), "0.0");
+        assert_eq!(tick_label(-0.06, 1), "-0.1");
+        assert_eq!(tick_label(-1.5, 2), "-1.50");
+    }
+
+    #[test]
+    fn histogram_bins_by_hand() {
+        // [-1, 1] in 4 bins of 0.5: -1 → 0, 0 → 2, 0.5 → 3, 1 (the maximum) → 3; NaN and ∞ skipped.
+        let (x, counts) = histogram_bins(&[-1.0, 0.0, 0.5, 1.0, f64::NAN, f64::INFINITY], 4).expect("finite values");
+        assert_eq!((x, counts), (-1.0..1.0, vec![1, 0, 1, 2]));
+        assert_eq!(histogram_bins(&[2.0, 2.0], 2), Some((1.5..2.5, vec![0, 2])), "one value widened by ±0.5");
+        assert_eq!(histogram_bins(&[3.0], 0), Some((2.5..3.5, vec![1])), "at least one bin");
+        assert_eq!(histogram_bins(&[f64::NAN], 4), None);
+    }
+
+    #[test]
+    fn histogram_writes_a_960x600_png_with_the_zero_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let red = |path: &Path| pixels(path).chunks(3).any(|p| p == [225, 87, 89]);
+        let around_zero = dir.path().join("mu.png");
+        let mu = [-0.8, -0.1, 0.2, 0.4, 0.5, 0.9, 1.3, f64::NAN];
+        histogram(&around_zero, "preference strength", "μ (mean reward gap)", &mu, 20).expect("histogram");
+        assert_png(&around_zero, (WIDTH, HEIGHT));
+        assert!(red(&around_zero), "0 is in the range: the zero line is drawn");
+        let positive = dir.path().join("positive.png");
+        histogram(&positive, "preference strength", "μ", &[1.0, 2.0, 2.5], 5).expect("histogram");
+        assert_png(&positive, (WIDTH, HEIGHT));
+        assert!(!red(&positive), "0 is outside the range: no zero line");
+    }
+
+    #[test]
+    fn histogram_of_no_finite_value_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nan.png");
+        let err = histogram(&path, "nothing", "μ", &[f64::NAN, f64::NAN], 10).expect_err("nothing to draw");
+        assert!(matches!(&err, PlotError::Draw { path: p, .. } if p == &path), "{err}");
+        assert!(err.to_string().contains("nan.png"), "{err}");
+        assert!(!path.exists(), "no file written");
     }
 }

@@ -14,9 +14,9 @@ pub struct EvalRow {
     pub metrics: PairMetrics,
 }
 
-const MISSING: &str = "–";
+pub(crate) const MISSING: &str = "–";
 
-fn num(x: f64) -> String {
+pub(crate) fn num(x: f64) -> String {
     if x.is_finite() { format!("{x:.3}") } else { MISSING.to_string() }
 }
 

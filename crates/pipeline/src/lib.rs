@@ -2,6 +2,7 @@
 //! from Rust. A recipe ([`recipe`]) is read strictly and validated up front; one runner per recipe
 //! kind ([`single`], [`warm`]) prepares data, trains, merges and evaluates; [`evaluate`] scores
 //! every distinct eval text once per model and computes metrics for models and ensembles alike;
+//! [`strength`] measures each pair's preference strength with several models (Secrets of RLHF II);
 //! [`report`] writes markdown, JSON and plots. The binary keeps only argument parsing and printing.
 
 pub mod evaluate;
@@ -12,6 +13,7 @@ pub mod report;
 pub mod scoring;
 pub mod settings;
 pub mod single;
+pub mod strength;
 pub mod train_set;
 pub mod warm;
 
@@ -19,6 +21,7 @@ pub use evaluate::{evaluate_models, Entry, EvalOptions, Evaluation};
 pub use recipe::{read_recipe, Recipe};
 pub use scoring::{combine_models, load_reward_model, member_stats, normalize_members, score_models};
 pub use settings::{parse_toml_strict, train_config_from_sets};
+pub use strength::{compute_strength, run_strength, strength_rows, write_strength_pairs, write_strength_report, Strength};
 pub use train_set::{prepare_train_set, TrainSet};
 
 /// Errors of the pipelines: those of the crates they drive, and settings that cannot run.

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod contrastive;
 pub mod evaluate;
 pub mod losses;
 pub mod schedule;
