@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn strength_lines_keep_every_input_field_in_order() {
         let pairs = vec![
-            pair(json!({"prompt": "Q: ", "chosen": "a", "rejected": "b", "id": 7, "strength_mean": "stale", "meta": {"k": [1, 2]}})),
+            pair(json!({"prompt": "Q: ", "chosen": "a", "rejected": "b", "id": 7, "strength_mean": 9.5, "meta": {"k": [1, 2]}})),
             pair(json!({"chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]})),
         ];
         let s = Strength::from_rewards(&[vec![2.0, 1.0], vec![1.0, 1.0]], &[(0, 1), (1, 0)], 0);

@@ -193,8 +193,12 @@ impl<'a> WarmRun<'a> {
             max_steps: Some(members.shared_linear_probe_steps),
             save_every: 0,
             keep_checkpoints: 1,
+            // The probe trains the head alone: the backbone methods start with the members.
+            metarm: None,
             ..self.recipe.train.clone()
         };
+        let mut probe = probe;
+        probe.loss.contrastive = None;
         let _lock = FileLock::acquire(&self.out.join("shared-init.lock"), "warm: shared init")?;
         if finished_run_matches(&init, &probe, &self.set.data_sha256, &self.recipe.model.backbone)? {
             return Ok(init);

@@ -1,6 +1,8 @@
 //! `[train]` of a recipe: a plain struct, strict (an unknown key is an error), every default with
 //! its reason. Defaults follow transformers' Trainer / TRL's RewardConfig unless noted.
 
+use crate::contrastive::ContrastiveSamples;
+use rmtrain_data::StrengthFlip;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +69,60 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Log averaged metrics every N optimizer steps.
     pub log_every: u64,
+    /// Flip the labels of the pairs the strength voters distrust (Secrets of RLHF II §2.4.1);
+    /// None = off. Needs `strength_mean` on every pair.
+    pub flip: Option<FlipConfig>,
+    /// MetaRM (Dou et al. 2024; Secrets of RLHF II §3.2, Algorithm 1): an inner ascent step on the
+    /// difference loss J of a meta set before each Bradley–Terry step; None = off.
+    pub metarm: Option<MetaRmConfig>,
     pub loss: LossConfig,
+}
+
+/// `[train.flip]`: exactly one rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlipConfig {
+    /// Flip the round(q · n) pairs of lowest μ̂: 0.2 in the paper's main text, 0.1 in App. C.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bottom_fraction: Option<f64>,
+    /// Flip every pair with μ̂ below this (0.0: the voters prefer the rejected side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+}
+
+impl FlipConfig {
+    pub fn rule(&self) -> Result<StrengthFlip, String> {
+        match (self.bottom_fraction, self.below) {
+            (Some(q), None) if (0.0..=1.0).contains(&q) => Ok(StrengthFlip::BottomFraction(q)),
+            (Some(q), None) => Err(format!("train.flip.bottom_fraction must be in [0, 1], got {q}")),
+            (None, Some(t)) if t.is_finite() => Ok(StrengthFlip::Below(t)),
+            (None, Some(t)) => Err(format!("train.flip.below must be finite, got {t}")),
+            _ => Err("train.flip: give exactly one of bottom_fraction, below".into()),
+        }
+    }
+}
+
+/// `[train.metarm]`: first-order MetaRM (the spec's [DEC]: no second-order term).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaRmConfig {
+    /// JSONL of groups `{"prompt": str (optional), "responses": [str, str, ...]}`: several
+    /// responses to one prompt, unlabeled (the paper: 5 policy samples per prompt).
+    pub meta_data: std::path::PathBuf,
+    /// Inner ascent step size η of θ' = θ + η·∇J (plain gradient, no optimizer). The paper:
+    /// 5e-6 for Llama-2-7B, with 1e-6..1e-5 giving similar results.
+    #[serde(default = "default_eta")]
+    pub eta: f64,
+    /// Meta groups (prompts) per optimizer step (the paper: 16, as the pair batch).
+    #[serde(default = "default_meta_groups")]
+    pub groups_per_step: usize,
+}
+
+fn default_eta() -> f64 {
+    5e-6
+}
+fn default_meta_groups() -> usize {
+    16
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -75,10 +130,133 @@ pub struct TrainConfig {
 pub struct LossConfig {
     /// Subtract each pair's `margin` field inside the sigmoid (Llama-2); pairs lacking it use 0.
     pub use_margin: bool,
-    /// Label smoothing ε (Secrets of RLHF II); None = off. 0.1 is the paper's value.
+    /// Label smoothing α (Secrets of RLHF II Eq. 5): −(1−α)·log σ(z) − α·log σ(−z); None = off.
+    /// The paper gives no value; 0.1 is cDPO's usual one.
     pub label_smoothing: Option<f64>,
+    /// Which pairs are smoothed: all, or only those with μ̂ < 0 (the paper's "soft label" recipe).
+    pub smoothing_pairs: SmoothingPairs,
+    /// Adaptive margin m = scale·μ̂ inside the sigmoid (Secrets of RLHF II Eq. 6 as intended);
+    /// None = off.
+    pub adaptive_margin: Option<AdaptiveMargin>,
+    /// Contrastive auxiliary loss over two dropout views (Secrets of RLHF II §3.1); None = off.
+    pub contrastive: Option<ContrastiveConfig>,
     /// Reward centering coefficient (Eisenstein et al. 2023); None = off. TRL suggests 0.01.
     pub center_rewards_coefficient: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmoothingPairs {
+    #[default]
+    All,
+    /// Only pairs with μ̂ < 0 (needs `strength_mean`).
+    NegativeStrength,
+}
+
+/// m_i = scale·μ̂_i, then optionally clamped at 0 (Llama-2-like non-negative margins) and capped
+/// to [−cap, cap].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveMargin {
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default)]
+    pub clamp_zero: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl AdaptiveMargin {
+    /// The margin of a pair of strength `mu`.
+    pub fn margin(&self, mu: f64) -> f64 {
+        let mut m = self.scale * mu;
+        if self.clamp_zero {
+            m = m.max(0.0);
+        }
+        if let Some(cap) = self.cap {
+            m = m.clamp(-cap, cap);
+        }
+        m
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContrastiveKind {
+    /// InfoNCE between the two views (Eq. 9).
+    Simcse,
+    /// Swapped prediction of Sinkhorn codes over trainable prototypes (Eq. 7–8).
+    Swav,
+}
+
+/// `[train.loss.contrastive]`. L = mean over the two views of the RM loss + β·L_cl.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContrastiveConfig {
+    pub kind: ContrastiveKind,
+    /// Instances: `pairs` {f(c), f(r)} or `difference` {f(c) − f(r), f(r) − f(c)}.
+    #[serde(default)]
+    pub samples: ContrastiveSamples,
+    /// Weight β of L_cl. Paper: SimCSE 1, SwAV 0.1, SwAV-diff 0.5 (App. B.2).
+    #[serde(default = "one")]
+    pub beta: f64,
+    /// τ. Not in the paper: SimCSE's 0.05 and SwAV's 0.1 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// SwAV prototypes K. Paper: 50 (pairs), 20 (difference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prototypes: Option<usize>,
+    /// Sinkhorn ε and iterations (SwAV's reference defaults 0.05 and 3).
+    #[serde(default = "default_sinkhorn_eps")]
+    pub sinkhorn_epsilon: f64,
+    #[serde(default = "default_sinkhorn_iterations")]
+    pub sinkhorn_iterations: usize,
+}
+
+fn default_sinkhorn_eps() -> f64 {
+    0.05
+}
+fn default_sinkhorn_iterations() -> usize {
+    3
+}
+
+impl ContrastiveConfig {
+    pub fn temperature(&self) -> f64 {
+        self.temperature.unwrap_or(match self.kind {
+            ContrastiveKind::Simcse => 0.05,
+            ContrastiveKind::Swav => 0.1,
+        })
+    }
+
+    pub fn prototypes(&self) -> usize {
+        self.prototypes.unwrap_or(match self.samples {
+            ContrastiveSamples::Pairs => 50,
+            ContrastiveSamples::Difference => 20,
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let p = "train.loss.contrastive";
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return Err(format!("{p}.beta must be ≥ 0, got {}", self.beta));
+        }
+        for (name, v) in [("temperature", self.temperature()), ("sinkhorn_epsilon", self.sinkhorn_epsilon)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(format!("{p}.{name} must be positive, got {v}"));
+            }
+        }
+        if self.prototypes() < 2 {
+            return Err(format!("{p}.prototypes must be at least 2, got {}", self.prototypes()));
+        }
+        if self.sinkhorn_iterations == 0 {
+            return Err(format!("{p}.sinkhorn_iterations must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -109,6 +287,8 @@ impl Default for TrainConfig {
             save_every: 0,
             keep_checkpoints: 2,
             log_every: 10,
+            flip: None,
+            metarm: None,
             loss: LossConfig::default(),
         }
     }
@@ -174,8 +354,35 @@ impl TrainConfig {
         {
             return Err(format!("train.loss.label_smoothing must be in [0, 0.5), got {e}"));
         }
-        if self.loss.label_smoothing.is_some_and(|e| e > 0.0) && self.loss.use_margin {
-            return Err("train.loss.label_smoothing and train.loss.use_margin cannot be combined (pick one)".into());
+        if self.loss.use_margin && self.loss.adaptive_margin.is_some() {
+            return Err("train.loss.use_margin (the pairs' margin field) and train.loss.adaptive_margin cannot be combined: pick one".into());
+        }
+        if self.loss.smoothing_pairs != SmoothingPairs::All && self.loss.label_smoothing.is_none() {
+            return Err("train.loss.smoothing_pairs needs train.loss.label_smoothing".into());
+        }
+        if let Some(m) = &self.loss.adaptive_margin {
+            if !m.scale.is_finite() {
+                return Err(format!("train.loss.adaptive_margin.scale must be finite, got {}", m.scale));
+            }
+            if let Some(cap) = m.cap
+                && !(cap > 0.0 && cap.is_finite())
+            {
+                return Err(format!("train.loss.adaptive_margin.cap must be positive, got {cap}"));
+            }
+        }
+        if let Some(c) = &self.loss.contrastive {
+            c.validate()?;
+        }
+        if let Some(f) = &self.flip {
+            f.rule()?;
+        }
+        if let Some(m) = &self.metarm {
+            if !(m.eta >= 0.0 && m.eta.is_finite()) {
+                return Err(format!("train.metarm.eta must be ≥ 0, got {}", m.eta));
+            }
+            if m.groups_per_step == 0 {
+                return Err("train.metarm.groups_per_step must be at least 1".into());
+            }
         }
         if self.epochs == 0 {
             return Err("train.epochs must be at least 1".into());

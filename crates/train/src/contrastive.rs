@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 pub const NORM_EPS: f64 = 1e-8;
 
 /// Which vectors are the contrastive instances (paper §3.1.1); "SwAV-diff" is `Difference`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContrastiveSamples {
     /// Each response's feature f(x, y) is an instance: {f_c⁽ⁱ⁾, f_r⁽ⁱ⁾}.
+    #[default]
     Pairs,
     /// Both signs of the preference difference: {f_c⁽ⁱ⁾ − f_r⁽ⁱ⁾, f_r⁽ⁱ⁾ − f_c⁽ⁱ⁾}.
     Difference,

@@ -10,7 +10,7 @@ pub mod losses;
 pub mod schedule;
 pub mod trainer;
 
-pub use config::{LossConfig, Schedule, TrainConfig};
+pub use config::{AdaptiveMargin, ContrastiveConfig, ContrastiveKind, FlipConfig, LossConfig, MetaRmConfig, Schedule, SmoothingPairs, TrainConfig};
 pub use evaluate::{evaluate_pairs_with_model, pair_metrics, score_pairs};
 pub use trainer::{train, TrainOutcome, TrainRequest};
 

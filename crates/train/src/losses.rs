@@ -1,5 +1,6 @@
 //! Losses over rewards, each a pure function of reward tensors ([pairs]) returning a scalar [1].
-//! The three lines TRL's RewardTrainer has, plus its two optional regularisers.
+//! The three lines TRL's RewardTrainer has, plus its two optional regularisers, and the per-pair
+//! composition of margin and smoothing the strength-based methods use ([`preference_loss`]).
 
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::Tensor;
@@ -22,6 +23,25 @@ pub fn bradley_terry_smoothed(r_chosen: Tensor<1>, r_rejected: Tensor<1>, epsilo
     let pos = log_sigmoid(d.clone()).mul_scalar(1.0 - epsilon);
     let neg = log_sigmoid(d.neg()).mul_scalar(epsilon);
     (pos + neg).neg().mean()
+}
+
+/// The whole pairwise family in one (the spec's composition; Secrets of RLHF II Eq. 2, 5, 6):
+/// z = (r_c − r_r) − m, loss = mean(−(1−α)·log σ(z) − α·log σ(−z)), with a per-pair margin m
+/// (None = 0) and a per-pair smoothing α (None = 0). α = 0 and m = 0 is Bradley–Terry exactly.
+pub fn preference_loss(r_chosen: Tensor<1>, r_rejected: Tensor<1>, margin: Option<Tensor<1>>, alpha: Option<Tensor<1>>) -> Tensor<1> {
+    let z = r_chosen - r_rejected;
+    let z = match margin {
+        Some(m) => z - m,
+        None => z,
+    };
+    match alpha {
+        None => log_sigmoid(z).neg().mean(),
+        Some(a) => {
+            let pos = log_sigmoid(z.clone()) * a.clone().neg().add_scalar(1.0);
+            let neg = log_sigmoid(z.neg()) * a;
+            (pos + neg).neg().mean()
+        }
+    }
 }
 
 /// Reward centering (Eisenstein et al. 2023; TRL `center_rewards_coefficient`, suggested 0.01):

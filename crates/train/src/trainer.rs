@@ -15,7 +15,8 @@
 //! resumed run draws exactly what the uninterrupted run drew.
 
 use crate::checkpoint::{self, TrainerState, OPTIMIZER_FILE, STATE_DIR, TRAINER_STATE_FILE};
-use crate::config::TrainConfig;
+use crate::config::{ContrastiveConfig, ContrastiveKind, SmoothingPairs, TrainConfig};
+use crate::contrastive;
 use crate::evaluate::evaluate_pairs_with_model;
 use crate::losses;
 use crate::schedule::{learning_rate, warmup_steps};
@@ -26,10 +27,23 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rmtrain_core::{mix_seed, AtomicDir, Manifest, MetricsLog};
-use rmtrain_data::Pair;
+use rmtrain_data::{MetaGroup, Pair};
 use rmtrain_models::{DropoutRng, RewardModel, RewardNet, RewardNetwork, ScoreOptions};
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// What the optimizer trains: the reward network, plus SwAV's prototypes when that loss is on
+/// (they live in the run's `state/`, not in the reward model's checkpoint).
+#[derive(Module, Debug)]
+pub struct Trained {
+    pub net: RewardNetwork,
+    pub prototypes: Option<Param<Tensor<2>>>,
+}
+
+/// The prototypes' parameter id: far above any model parameter's (those count up from 0 in load
+/// order), stable across runs so a resumed optimizer state finds its moments.
+const PROTOTYPES_ID: u64 = 1 << 40;
+const PROTOTYPES_FILE: &str = "prototypes.json";
 
 /// Which parameters learn: all (fine-tuning) or only the head (the linear probe of LP-FT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +87,7 @@ pub struct TrainOutcome {
 pub fn train(req: TrainRequest) -> Result<TrainOutcome, TrainError> {
     let mut run = Run::prepare(&req)?;
     while run.step < run.last_step {
-        let stats = run.step(&req)?;
+        let stats = run.step()?;
         run.after_step(&req, stats)?;
     }
     run.finish(&req)
@@ -154,6 +168,46 @@ fn epoch_order(n: usize, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
+/// The meta groups of optimizer step `step` (0-based): consecutive runs of `per_step` groups of a
+/// seeded permutation of the meta set, a new permutation each time the set is used up, so the
+/// groups of any step follow from the seed alone (resume draws what the uninterrupted run drew).
+fn meta_batch(n: usize, per_step: usize, seed: u64, step: u64) -> Vec<usize> {
+    let per_step = per_step.min(n);
+    let mut out = Vec::with_capacity(per_step);
+    for k in 0..per_step as u64 {
+        let pos = step * per_step as u64 + k;
+        let (cycle, at) = (pos / n as u64, (pos % n as u64) as usize);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(mix_seed(seed, 0x3E7A, cycle)));
+        out.push(order[at]);
+    }
+    out
+}
+
+/// θ + η·g as new autodiff leaves with the same parameter ids (parameters without a gradient
+/// are kept as they are), so gradients taken at the result map back onto θ's parameters.
+fn ascend<M: Module>(model: &M, grads: &GradientsParams, eta: f64) -> M {
+    struct Ascend<'a> {
+        grads: &'a GradientsParams,
+        eta: f64,
+    }
+    impl ModuleMapper for Ascend<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let id = param.id;
+            let grad = self.grads.get::<D>(id);
+            param.map(|t| {
+                let base = Tensor::<D>::from_inner(t.clone().inner());
+                let moved = match grad {
+                    Some(g) => Tensor::<D>::from_inner(t.inner() + g.mul_scalar(self.eta)),
+                    None => base,
+                };
+                moved.require_grad()
+            })
+        }
+    }
+    model.clone().map(&mut Ascend { grads, eta })
+}
+
 /// What one optimizer step measured.
 struct StepStats {
     lr: f64,
@@ -168,8 +222,12 @@ struct Run {
     /// Config, tokenizer and source folder of the model; its `net` is replaced by the trained one
     /// whenever a model is needed (evaluation, saving).
     template: RewardModel,
-    net: RewardNetwork,
+    model: Trained,
     optim: ModuleOptimizer,
+    /// The train pairs in use, after the strength-based flip.
+    pairs: Vec<Pair>,
+    /// MetaRM's meta set: each group's token ids.
+    meta: Vec<Vec<Vec<u32>>>,
     /// Autodiff wrapper of the request's device.
     ad: Device,
     /// Token ids of (chosen, rejected) of every train pair in use.
@@ -218,20 +276,34 @@ impl Run {
         // Tokenizer files are always copied from the init folder: a resumed run's checkpoint folder
         // may be pruned while the run goes on.
         rm.source_dir = req.init.clone();
-        let net = rm.net.clone();
+        if req.trainable == Trainable::HeadOnly && (cfg.metarm.is_some() || cfg.loss.contrastive.is_some()) {
+            return Err(TrainError::Config("train.metarm and train.loss.contrastive train the backbone: not available for a head-only (linear probe) run".into()));
+        }
+        let prototypes = match &cfg.loss.contrastive {
+            Some(c) if c.kind == ContrastiveKind::Swav => Some(match &resume {
+                Some((_, dir)) => read_prototypes(&dir.join(STATE_DIR).join(PROTOTYPES_FILE), &ad)?,
+                None => new_prototypes(c.prototypes(), rm.net.feature_dim(), &ad),
+            }),
+            _ => None,
+        };
+        let model = Trained { net: rm.net.clone(), prototypes };
 
-        let pairs = used_pairs(&cfg, &req.train_pairs);
+        let (pairs, flipped) = prepare_pairs(&cfg, &req.train_pairs)?;
         if pairs.is_empty() {
             return Err(TrainError::Config("no train pairs".into()));
         }
-        let (encoded, truncated_pairs) = encode_pairs(&rm.tokenizer, pairs)?;
+        let meta = match &cfg.metarm {
+            Some(m) => encode_meta(&rm.tokenizer, &rmtrain_data::read_meta_groups(&m.meta_data).map_err(|e| TrainError::Config(format!("train.metarm.meta_data: {e}")))?)?,
+            None => Vec::new(),
+        };
+        let (encoded, truncated_pairs) = encode_pairs(&rm.tokenizer, &pairs)?;
         let steps_per_epoch = pairs.len().div_ceil(cfg.batch_size) as u64;
         let total_steps = steps_per_epoch * cfg.epochs as u64;
         let last_step = cfg.max_steps.map_or(total_steps, |m| m.min(total_steps));
         let warmup = warmup_steps(cfg.warmup_ratio, cfg.warmup_steps, total_steps);
 
-        let mut optim = adamw_with_no_decay_group(&cfg, &net);
-        let trainable_ids = (req.trainable == Trainable::HeadOnly).then(|| net.head_param_ids());
+        let mut optim = adamw_with_no_decay_group(&cfg, &model);
+        let trainable_ids = (req.trainable == Trainable::HeadOnly).then(|| model.net.head_param_ids());
 
         let mut step = 0u64;
         if let Some((state, dir)) = &resume {
@@ -244,7 +316,11 @@ impl Run {
         log.log(&serde_json::json!({
             "step": step, "event": if step > 0 { "resume" } else { "start" },
             "train_pairs": pairs.len(), "truncated_pairs": truncated_pairs, "max_length": cfg.max_length,
+            "flipped_by_strength": flipped, "meta_groups": meta.len(),
         }))?;
+        if req.progress && cfg.flip.is_some() {
+            eprintln!("train: flipped {flipped} of {} pairs by preference strength", pairs.len());
+        }
         if truncated_pairs > 0 && req.progress {
             eprintln!(
                 "train: {truncated_pairs} of {} train pairs have a side longer than max_length = {} tokens: trained on truncated (cut from the right; TRL would drop them)",
@@ -257,8 +333,10 @@ impl Run {
         let order = epoch_order(pairs.len(), cfg.shuffle, cfg.data_seed.unwrap_or(cfg.seed), order_epoch);
         Ok(Self {
             template: rm,
-            net,
+            model,
             optim,
+            pairs,
+            meta,
             ad,
             encoded,
             truncated_pairs,
@@ -283,7 +361,7 @@ impl Run {
 
     /// One optimizer step: every micro-batch's pairs split over replicas (forward + backward in
     /// parallel threads, gradients summed in replica order), then clip, guard, AdamW.
-    fn step(&mut self, req: &TrainRequest) -> Result<StepStats, TrainError> {
+    fn step(&mut self) -> Result<StepStats, TrainError> {
         let cfg = &self.cfg;
         let epoch = self.step / self.steps_per_epoch;
         if epoch != self.order_epoch {
@@ -294,7 +372,6 @@ impl Run {
         let batch: Vec<usize> = self.order[pos * cfg.batch_size..((pos + 1) * cfg.batch_size).min(self.encoded.len())].to_vec();
         let lr = learning_rate(cfg.schedule, cfg.lr, self.step, self.warmup, self.total_steps);
         let tick = Instant::now();
-        let pairs = used_pairs(cfg, &req.train_pairs);
         let micro = cfg.batch_size / cfg.grad_accum;
         let replicas = cfg.replicas.max(1);
         let mut accumulator = GradientsAccumulator::new();
@@ -306,24 +383,39 @@ impl Run {
             encoded: &self.encoded,
             trainable_ids: self.trainable_ids.as_deref(),
             device: &self.ad,
-            pairs,
+            pairs: &self.pairs,
             batch_len: batch.len(),
         };
+        // MetaRM: the Bradley–Terry gradient is taken at θ' = θ + η·∇J, then applied to θ.
+        let adapted = match &cfg.metarm {
+            Some(meta) => {
+                let (adapted, stats) = self.meta_ascent(meta, &ctx)?;
+                for (k, v) in stats {
+                    self.window.extra(k, v);
+                }
+                Some(adapted)
+            }
+            None => None,
+        };
+        let at = adapted.as_ref().unwrap_or(&self.model);
         for (m, chunk) in batch.chunks(micro).enumerate() {
             let parts: Vec<&[usize]> = split_even(chunk, replicas);
             let step = self.step;
-            let results = run_replicas(&self.net, parts.len(), |k, model| {
+            let results = run_replicas(at, parts.len(), |k, model| {
                 ctx.forward_backward(&model, parts[k], mix_seed(cfg.seed, step + 1, (m * replicas + k) as u64))
             });
             for r in results {
-                accumulator.accumulate(&self.net, r.grads);
+                accumulator.accumulate(&self.model, r.grads);
                 self.window.add(r.loss_times_n, &r.r_chosen, &r.r_rejected);
+                if let Some(cl) = r.contrastive_times_n {
+                    self.window.extra("contrastive_loss", cl / batch.len() as f64);
+                }
                 loss_sum += r.loss_times_n;
                 tokens += r.tokens;
             }
         }
         let mut grads = accumulator.grads();
-        let grad_norm = clip_global_norm(&self.net, &mut grads, cfg.clip_norm());
+        let grad_norm = clip_global_norm(&self.model, &mut grads, cfg.clip_norm());
         // A non-finite loss or gradient would write NaN into every weight: stop before the step.
         let loss = loss_sum / batch.len() as f64;
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
@@ -331,9 +423,45 @@ impl Run {
                 return Err(TrainError::NonFinite { step: self.step + 1, what: what.into(), value });
             }
         }
-        self.net = self.optim.step(lr, self.net.clone(), grads);
+        self.model = self.optim.step(lr, self.model.clone(), grads);
         self.step += 1;
         Ok(StepStats { lr, grad_norm, tokens, seconds: tick.elapsed().as_secs_f64() })
+    }
+
+    /// MetaRM's inner step (Algorithm 1, lines 3–5): J and ∇J on this step's meta groups at θ,
+    /// θ' = θ + η·∇J (a plain gradient step: no optimizer, no clipping), and J again at θ'.
+    /// Returns θ' and what to log: J before and after, ‖∇J‖ and ‖θ' − θ‖ = η·‖∇J‖.
+    fn meta_ascent(&self, meta: &crate::config::MetaRmConfig, ctx: &ReplicaCtx) -> Result<(Trained, Vec<(&'static str, f64)>), TrainError> {
+        let groups = meta_batch(self.meta.len(), meta.groups_per_step, self.cfg.data_seed.unwrap_or(self.cfg.seed), self.step);
+        let parts = split_even(&groups, self.cfg.replicas.max(1));
+        let results = run_replicas(&self.model, parts.len(), |k, model| ctx.meta_forward_backward(&model, &self.meta, parts[k], groups.len()));
+        let mut accumulator = GradientsAccumulator::new();
+        let mut j_before = 0.0;
+        for (grads, j) in results {
+            accumulator.accumulate(&self.model, grads);
+            j_before += j;
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm(&self.model, &mut grads, None);
+        if !(j_before.is_finite() && grad_norm.is_finite()) {
+            return Err(TrainError::NonFinite { step: self.step + 1, what: "MetaRM difference loss or its gradient".into(), value: j_before + grad_norm });
+        }
+        let adapted = ascend(&self.model, &grads, meta.eta);
+        let j_after = {
+            let inner = adapted.valid();
+            let seqs: Vec<&[u32]> = groups.iter().flat_map(|&g| self.meta[g].iter().map(Vec::as_slice)).collect();
+            let (ids, mask) = self.template.tokenizer.collate(&seqs).to_tensors(&self.ad);
+            let rewards = inner.net.forward_with(ids.inner(), mask.inner(), None);
+            let mut start = 0;
+            let mut sum = 0.0;
+            for &g in &groups {
+                let k = self.meta[g].len();
+                sum += difference_loss(rewards.clone().narrow(0, start, k)).into_scalar::<f32>() as f64;
+                start += k;
+            }
+            sum / groups.len() as f64
+        };
+        Ok((adapted, vec![("metarm_j_before", j_before), ("metarm_j_after", j_after), ("metarm_grad_norm", grad_norm), ("metarm_step_norm", meta.eta * grad_norm)]))
     }
 
     /// The metrics line, the periodic evaluation and the checkpoint due after a step.
@@ -351,7 +479,7 @@ impl Run {
             self.log.log(&serde_json::Value::Object(record))?;
         }
         if cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every) && step < self.last_step && !req.evals.is_empty() {
-            let rm = self.template.with_net(self.net.clone());
+            let rm = self.template.with_net(self.model.net.clone());
             let mut record = serde_json::Map::new();
             record.insert("step".into(), step.into());
             for (name, set) in &req.evals {
@@ -374,13 +502,16 @@ impl Run {
     /// `checkpoints/step-N/`: the HF folder, the manifest and `state/` (optimizer, trainer state),
     /// written atomically; older checkpoints beyond `keep_checkpoints` are pruned.
     fn save_checkpoint(&self, req: &TrainRequest) -> Result<(), TrainError> {
-        if let Some(name) = first_non_finite_param(&self.net) {
+        if let Some(name) = first_non_finite_param(&self.model.net) {
             return Err(TrainError::NonFinite { step: self.step, what: format!("weights ({name})"), value: f64::NAN });
         }
         let dir = AtomicDir::new(&checkpoint::step_dir(&req.out, self.step))?;
-        self.template.with_net(self.net.clone()).save_hf(dir.path())?;
+        self.template.with_net(self.model.net.clone()).save_hf(dir.path())?;
         self.manifest(req, serde_json::Value::Null).write(dir.path())?;
         std::fs::create_dir_all(dir.path().join(STATE_DIR)).map_err(|e| rmtrain_core::CoreError::io(dir.path(), e))?;
+        if let Some(p) = &self.model.prototypes {
+            write_prototypes(&dir.path().join(STATE_DIR).join(PROTOTYPES_FILE), p)?;
+        }
         let opt_path = dir.path().join(STATE_DIR).join(OPTIMIZER_FILE);
         self.optim.save(&opt_path).map_err(|e| TrainError::State { path: opt_path.clone(), message: format!("{e:?}") })?;
         let state = TrainerState {
@@ -408,7 +539,7 @@ impl Run {
             step: self.step,
             train_data_sha256: req.train_data_sha256.clone(),
             init_weights_sha256: Some(self.init_sha.clone()),
-            pooling: self.net.pooling().name().into(),
+            pooling: self.model.net.pooling().name().into(),
             final_metrics,
             max_length: Some(self.cfg.max_length),
             train_config: serde_json::to_value(&self.cfg).expect("the config serializes"),
@@ -419,10 +550,10 @@ impl Run {
     /// Final evaluation on the full eval sets, reward statistics for ensembles, the `model/` folder.
     fn finish(self, req: &TrainRequest) -> Result<TrainOutcome, TrainError> {
         self.bar.finish_and_clear();
-        let rm = self.template.with_net(self.net.valid());
+        let rm = self.template.with_net(self.model.net.valid());
         // Weights can be finite yet overflow in the forward: check the rewards before anything
         // of this state is saved.
-        let (mean, std) = reward_stats(&rm, used_pairs(&self.cfg, &req.train_pairs), &ScoreOptions::default())?;
+        let (mean, std) = reward_stats(&rm, &self.pairs, &ScoreOptions::default())?;
         if !(mean.is_finite() && std.is_finite()) {
             return Err(TrainError::NonFinite { step: self.step, what: "rewards of the final model".into(), value: mean });
         }
@@ -472,7 +603,7 @@ fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> Resu
 
 /// AdamW as transformers' Trainer builds it: weight decay on every parameter except those
 /// [`rmtrain_models::is_no_decay`] names (biases, norm weights), which form a group without it.
-fn adamw_with_no_decay_group(cfg: &TrainConfig, net: &RewardNetwork) -> ModuleOptimizer {
+fn adamw_with_no_decay_group(cfg: &TrainConfig, model: &Trained) -> ModuleOptimizer {
     let adamw = |wd: f64| {
         AdamWConfig::new()
             .with_beta_1(cfg.adam_beta1 as f32)
@@ -480,12 +611,72 @@ fn adamw_with_no_decay_group(cfg: &TrainConfig, net: &RewardNetwork) -> ModuleOp
             .with_epsilon(cfg.adam_epsilon as f32)
             .with_weight_decay(wd as f32)
     };
-    adamw(cfg.weight_decay).init().with_group(ParamGroup::from_ids(net.no_decay_param_ids()), adamw(0.0).build(), None)
+    // SwAV's prototypes are L2-normalised in the loss: decay would only shrink their raw norm.
+    let mut no_decay = model.net.no_decay_param_ids();
+    no_decay.extend(model.prototypes.as_ref().map(|p| p.id));
+    adamw(cfg.weight_decay).init().with_group(ParamGroup::from_ids(no_decay), adamw(0.0).build(), None)
 }
 
-/// The train pairs in use (`max_train_pairs` keeps the first N).
-fn used_pairs<'a>(cfg: &TrainConfig, pairs: &'a [Pair]) -> &'a [Pair] {
-    &pairs[..cfg.max_train_pairs.map_or(pairs.len(), |n| n.min(pairs.len()))]
+/// The train pairs in use: the first `max_train_pairs`, flipped by strength when `train.flip`
+/// asks; every pair carries its μ̂ when a strength-based option needs it. Returns the pairs and
+/// how many were flipped.
+fn prepare_pairs(cfg: &TrainConfig, all: &[Pair]) -> Result<(Vec<Pair>, usize), TrainError> {
+    let mut pairs = all[..cfg.max_train_pairs.map_or(all.len(), |n| n.min(all.len()))].to_vec();
+    let needs_strength = cfg.flip.is_some()
+        || cfg.loss.adaptive_margin.is_some()
+        || (cfg.loss.label_smoothing.is_some() && cfg.loss.smoothing_pairs == SmoothingPairs::NegativeStrength);
+    if needs_strength && let Some(i) = pairs.iter().position(|p| !p.strength.is_some_and(f64::is_finite)) {
+        return Err(TrainError::Config(format!(
+            "train pair {} (line {} of the used pairs) has no \"strength_mean\": train.flip, train.loss.adaptive_margin and smoothing_pairs = \"negative_strength\" need the preference strength of every pair (run `rmtrain strength`, or a recipe's [strength] stage)",
+            i,
+            i + 1
+        )));
+    }
+    let flipped = match &cfg.flip {
+        Some(f) => {
+            let rule = f.rule().map_err(TrainError::Config)?;
+            rmtrain_data::flip_by_strength(&mut pairs, rule).map_err(|e| TrainError::Config(e.to_string()))?.len()
+        }
+        None => 0,
+    };
+    Ok((pairs, flipped))
+}
+
+/// Token ids of every meta group's texts.
+fn encode_meta(tokenizer: &rmtrain_models::RmTokenizer, groups: &[MetaGroup]) -> Result<Vec<Vec<Vec<u32>>>, TrainError> {
+    groups
+        .iter()
+        .map(|g| g.texts().iter().map(|t| Ok(tokenizer.encode_counting(t)?.0)).collect::<Result<Vec<_>, TrainError>>())
+        .collect()
+}
+
+/// SwAV's prototypes [K, d]: standard normal, drawn from the device's seeded generator.
+fn new_prototypes(k: usize, d: usize, device: &Device) -> Param<Tensor<2>> {
+    let t = Tensor::<2>::random([k, d], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    Param::initialized(ParamId::from(PROTOTYPES_ID), t.require_grad())
+}
+
+fn write_prototypes(path: &std::path::Path, p: &Param<Tensor<2>>) -> Result<(), TrainError> {
+    let dims = p.val().dims();
+    let values = p.val().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values");
+    rmtrain_core::write_json_atomic(path, &serde_json::json!({"shape": dims, "values": values}))?;
+    Ok(())
+}
+
+fn read_prototypes(path: &std::path::Path, device: &Device) -> Result<Param<Tensor<2>>, TrainError> {
+    let bad = |message: String| TrainError::State { path: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read SwAV prototypes: {e}")))?;
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        shape: [usize; 2],
+        values: Vec<f32>,
+    }
+    let s: Stored = serde_json::from_str(&text).map_err(|e| bad(format!("invalid prototypes: {e}")))?;
+    if s.values.len() != s.shape[0] * s.shape[1] {
+        return Err(bad(format!("{} values for shape {:?}", s.values.len(), s.shape)));
+    }
+    let t = Tensor::<2>::from_data(TensorData::new(s.values, s.shape), device);
+    Ok(Param::initialized(ParamId::from(PROTOTYPES_ID), t.require_grad()))
 }
 
 /// What every replica of a step reads (shared by reference across the replica threads).
@@ -501,22 +692,48 @@ struct ReplicaCtx<'a> {
 }
 
 impl ReplicaCtx<'_> {
-    /// Forward + backward of one replica's share `part` of the step's pairs.
-    fn forward_backward(&self, model: &RewardNetwork, part: &[usize], dropout_seed: u64) -> ReplicaResult {
+    /// Forward + backward of one replica's share `part` of the step's pairs. With a contrastive
+    /// loss, two forwards with independent dropout masks (the views s, t): the RM loss is the mean
+    /// over both views and β·L_cl is added (Secrets of RLHF II §3.1.2); the contrastive batch is
+    /// this replica's share of the pairs (as a per-device loss without gathering).
+    fn forward_backward(&self, model: &Trained, part: &[usize], dropout_seed: u64) -> ReplicaResult {
         let seqs: Vec<&[u32]> =
             part.iter().map(|&i| self.encoded[i].0.as_slice()).chain(part.iter().map(|&i| self.encoded[i].1.as_slice())).collect();
         let b = self.tokenizer.collate(&seqs);
         let (ids, mask) = b.to_tensors(self.device);
-        let mut rng = DropoutRng::new(dropout_seed);
-        // [2 · pairs]: chosen then rejected
-        let rewards = match self.trainable_ids {
-            Some(_) => model.forward_frozen_backbone(ids, mask, Some(&mut rng)),
-            None => model.forward_with(ids, mask, Some(&mut rng)),
-        };
         let n = part.len();
-        let r_c = rewards.clone().narrow(0, 0, n);
-        let r_r = rewards.narrow(0, n, n);
-        let loss = pair_loss(self.cfg, r_c.clone(), r_r.clone(), part, self.pairs, self.device);
+        let (loss, r_c, r_r, contrastive_loss) = match &self.cfg.loss.contrastive {
+            None => {
+                let mut rng = DropoutRng::new(dropout_seed);
+                // [2 · pairs]: chosen then rejected
+                let rewards = match self.trainable_ids {
+                    Some(_) => model.net.forward_frozen_backbone(ids, mask, Some(&mut rng)),
+                    None => model.net.forward_with(ids, mask, Some(&mut rng)),
+                };
+                let r_c = rewards.clone().narrow(0, 0, n);
+                let r_r = rewards.narrow(0, n, n);
+                (pair_loss(self.cfg, r_c.clone(), r_r.clone(), part, self.pairs, self.device), r_c, r_r, None)
+            }
+            Some(c) => {
+                let views: Vec<(Tensor<1>, Tensor<2>)> = (0..2u64)
+                    .map(|v| {
+                        let mut rng = DropoutRng::new(if v == 0 { dropout_seed } else { mix_seed(dropout_seed, 0xC0DE, v) });
+                        model.net.forward_features(ids.clone(), mask.clone(), Some(&mut rng))
+                    })
+                    .collect();
+                let mut rm = Vec::with_capacity(2);
+                let mut h = Vec::with_capacity(2);
+                for (rewards, f) in &views {
+                    rm.push(pair_loss(self.cfg, rewards.clone().narrow(0, 0, n), rewards.clone().narrow(0, n, n), part, self.pairs, self.device));
+                    h.push(contrastive::instances(f.clone().narrow(0, 0, n), f.clone().narrow(0, n, n), c.samples));
+                }
+                let cl = contrastive_loss(c, h.swap_remove(0), h.swap_remove(0), model.prototypes.as_ref());
+                let rm = (rm.swap_remove(0) + rm.swap_remove(0)).div_scalar(2.0);
+                let (rewards, _) = &views[0];
+                let loss = rm + cl.clone().mul_scalar(c.beta);
+                (loss, rewards.clone().narrow(0, 0, n), rewards.clone().narrow(0, n, n), Some(cl))
+            }
+        };
         // Parts are weighted by their share of the step (the last may be short).
         let mut grads = loss.clone().mul_scalar(n as f64 / self.batch_len as f64).backward();
         let grads = match self.trainable_ids {
@@ -524,30 +741,96 @@ impl ReplicaCtx<'_> {
             None => GradientsParams::from_grads(grads, model),
         };
         let loss = loss.into_scalar::<f32>() as f64;
-        ReplicaResult { grads, loss_times_n: loss * n as f64, r_chosen: to_vec(r_c), r_rejected: to_vec(r_r), tokens: b.num_tokens() }
+        ReplicaResult {
+            grads,
+            loss_times_n: loss * n as f64,
+            contrastive_times_n: contrastive_loss.map(|cl| cl.into_scalar::<f32>() as f64 * n as f64),
+            r_chosen: to_vec(r_c),
+            r_rejected: to_vec(r_r),
+            tokens: b.num_tokens(),
+        }
+    }
+
+    /// MetaRM's difference loss J over `groups` of the meta set (their share of the step's
+    /// `total` groups, so the replicas' parts sum to the mean over groups), its gradient, and J's
+    /// value times that share. Dropout is off: J measures how far apart the model puts a group's
+    /// responses, not the noise of dropout.
+    fn meta_forward_backward(&self, model: &Trained, meta: &[Vec<Vec<u32>>], groups: &[usize], total: usize) -> (GradientsParams, f64) {
+        let seqs: Vec<&[u32]> = groups.iter().flat_map(|&g| meta[g].iter().map(Vec::as_slice)).collect();
+        let b = self.tokenizer.collate(&seqs);
+        let (ids, mask) = b.to_tensors(self.device);
+        let rewards = model.net.forward_with(ids, mask, None);
+        let mut start = 0;
+        let mut j = Vec::with_capacity(groups.len());
+        for &g in groups {
+            let k = meta[g].len();
+            j.push(difference_loss(rewards.clone().narrow(0, start, k)));
+            start += k;
+        }
+        let j = Tensor::cat(j, 0).sum().div_scalar(total as f64);
+        let value = j.clone().into_scalar::<f32>() as f64;
+        (GradientsParams::from_grads(j.backward(), model), value)
+    }
+}
+
+/// MetaRM's difference loss of one group's rewards r [k] (Secrets of RLHF II Eq. 11):
+/// J = (2/k²)·Σ_{i<j} σ(|r_i − r_j|), as [1]. The k×k matrix of σ(|r_i − r_j|) counts every pair
+/// twice and has σ(0) = ½ on its diagonal, so J = (Σ_all − k/2)/k².
+pub fn difference_loss(r: Tensor<1>) -> Tensor<1> {
+    let k = r.dims()[0];
+    let diff = r.clone().reshape([k, 1]) - r.reshape([1, k]);
+    burn::tensor::activation::sigmoid(diff.abs()).sum().sub_scalar(k as f64 / 2.0).div_scalar((k * k) as f64)
+}
+
+/// SimCSE or SwAV between the two views' instances.
+fn contrastive_loss(c: &ContrastiveConfig, h_s: Tensor<2>, h_t: Tensor<2>, prototypes: Option<&Param<Tensor<2>>>) -> Tensor<1> {
+    match c.kind {
+        ContrastiveKind::Simcse => contrastive::simcse_loss(h_s, h_t, c.temperature()),
+        ContrastiveKind::Swav => {
+            let p = prototypes.expect("a SwAV run has prototypes");
+            contrastive::swav_loss(h_s, h_t, p.val(), c.temperature(), c.sinkhorn_epsilon, c.sinkhorn_iterations)
+        }
     }
 }
 
 struct ReplicaResult {
     grads: GradientsParams,
     loss_times_n: f64,
+    contrastive_times_n: Option<f64>,
     r_chosen: Vec<f64>,
     r_rejected: Vec<f64>,
     tokens: usize,
 }
 
-/// The configured loss on one micro-batch.
+/// The margin m of a pair in the configured loss: the adaptive margin from its μ̂, or its
+/// `margin` field (`use_margin`), or 0.
+pub fn pair_margin(cfg: &TrainConfig, pair: &Pair) -> f64 {
+    match &cfg.loss.adaptive_margin {
+        Some(a) => a.margin(pair.strength.unwrap_or(0.0)),
+        None if cfg.loss.use_margin => pair.margin.unwrap_or(0.0),
+        None => 0.0,
+    }
+}
+
+/// The label smoothing α of a pair: `label_smoothing` on the pairs `smoothing_pairs` selects, else 0.
+pub fn pair_alpha(cfg: &TrainConfig, pair: &Pair) -> f64 {
+    match (cfg.loss.label_smoothing, cfg.loss.smoothing_pairs) {
+        (Some(a), SmoothingPairs::All) => a,
+        (Some(a), SmoothingPairs::NegativeStrength) if pair.strength.is_some_and(|s| s < 0.0) => a,
+        _ => 0.0,
+    }
+}
+
+/// The configured loss on one micro-batch: z = Δ − m with each pair's [`pair_margin`], smoothed
+/// by its [`pair_alpha`], plus reward centering.
 fn pair_loss(cfg: &TrainConfig, r_c: Tensor<1>, r_r: Tensor<1>, chunk: &[usize], pairs: &[Pair], device: &Device) -> Tensor<1> {
-    let mut loss = match cfg.loss.label_smoothing {
-        Some(eps) if eps > 0.0 => losses::bradley_terry_smoothed(r_c.clone(), r_r.clone(), eps),
-        _ => {
-            let margin = cfg.loss.use_margin.then(|| {
-                let m: Vec<f32> = chunk.iter().map(|&i| pairs[i].margin.unwrap_or(0.0) as f32).collect();
-                Tensor::<1>::from_data(TensorData::new(m, [chunk.len()]), device)
-            });
-            losses::bradley_terry(r_c.clone(), r_r.clone(), margin)
-        }
+    let per_pair = |f: &dyn Fn(&Pair) -> f64| {
+        let v: Vec<f32> = chunk.iter().map(|&i| f(&pairs[i]) as f32).collect();
+        Tensor::<1>::from_data(TensorData::new(v, [chunk.len()]), device)
     };
+    let margin = (cfg.loss.adaptive_margin.is_some() || cfg.loss.use_margin).then(|| per_pair(&|p| pair_margin(cfg, p)));
+    let alpha = cfg.loss.label_smoothing.filter(|&a| a > 0.0).map(|_| per_pair(&|p| pair_alpha(cfg, p)));
+    let mut loss = losses::preference_loss(r_c.clone(), r_r.clone(), margin, alpha);
     if let Some(coef) = cfg.loss.center_rewards_coefficient {
         loss = loss + losses::center_term(r_c, r_r, coef);
     }
@@ -672,9 +955,21 @@ struct Window {
     steps: usize,
     tokens: usize,
     seconds: f64,
+    /// Per-step values of the optional methods (MetaRM's J, the contrastive loss): sum and count.
+    extras: Vec<(&'static str, f64, usize)>,
 }
 
 impl Window {
+    fn extra(&mut self, name: &'static str, value: f64) {
+        match self.extras.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, sum, count)) => {
+                *sum += value;
+                *count += 1;
+            }
+            None => self.extras.push((name, value, 1)),
+        }
+    }
+
     fn add(&mut self, loss_times_n: f64, r_c: &[f64], r_r: &[f64]) {
         if self.pairs == 0 {
             self.min_reward = f64::INFINITY;
@@ -700,7 +995,7 @@ impl Window {
 
     fn drain(&mut self) -> serde_json::Map<String, serde_json::Value> {
         let n = self.pairs.max(1) as f64;
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "loss": self.loss_sum / n,
             "accuracy": self.correct as f64 / n,
             "margin": self.margin_sum / n,
@@ -712,6 +1007,11 @@ impl Window {
             "tokens_per_second": self.tokens as f64 / self.seconds.max(1e-9),
             "pairs_per_second": self.pairs as f64 / self.seconds.max(1e-9),
         });
+        for (name, sum, count) in &self.extras {
+            // contrastive_loss is added once per replica part, already weighted by its share.
+            let mean = if *name == "contrastive_loss" { sum / self.steps.max(1) as f64 } else { sum / *count as f64 };
+            out[*name] = mean.into();
+        }
         *self = Window::default();
         match out {
             serde_json::Value::Object(m) => m,
