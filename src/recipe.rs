@@ -3,6 +3,7 @@
 use crate::device::parse_device;
 use anyhow::{Context, Result};
 use clap::Args;
+use rmtrain_pipeline::secrets::{run_secrets, SecretsOptions};
 use rmtrain_pipeline::single::{run_single, RunOptions};
 use rmtrain_pipeline::warm::{run_warm, WarmOptions};
 use std::path::PathBuf;
@@ -30,6 +31,15 @@ pub fn run(a: RecipeArgs) -> Result<()> {
     let started = Instant::now();
     let recipe = rmtrain_pipeline::read_recipe(&a.file)?;
     let device = parse_device(&recipe.device).with_context(|| format!("{}: device", a.file.display()))?;
+    if recipe.ablation.is_some() || recipe.strength.is_some() {
+        if a.member.is_some() || a.resume {
+            anyhow::bail!("{}: --member and --resume are for WARM and single recipes (an ablation reuses and resumes its runs by itself)", a.file.display());
+        }
+        run_secrets(&recipe, &SecretsOptions { device: &device, progress: !a.no_progress })?;
+        println!("{}", std::fs::read_to_string(recipe.out.join("report.md")).with_context(|| format!("{}: report", recipe.out.display()))?);
+        eprintln!("recipe {}: done in {:.0} s; report in {}", recipe.name, started.elapsed().as_secs_f64(), recipe.out.join("report.md").display());
+        return Ok(());
+    }
     if recipe.members.is_some() {
         let all = run_warm(&recipe, &WarmOptions { device: &device, only_member: a.member, progress: !a.no_progress })?;
         if !all.is_empty() {

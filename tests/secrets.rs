@@ -350,3 +350,64 @@ fn contrastive_training_logs_its_loss_and_swav_resumes_exactly() {
     let bytes = |p: &Path| std::fs::read(p.join("model.safetensors")).expect("weights");
     assert!(bytes(&a.model_dir) == bytes(&b.model_dir), "a resumed SwAV run must match the uninterrupted one bit for bit");
 }
+
+fn rmtrain(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rmtrain")).args(args).current_dir(root()).output().expect("run rmtrain");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn tiny_secrets_recipe_runs_end_to_end_and_reuses_its_runs() {
+    let _serial = training_lock();
+    let run = root().join("runs/tiny-secrets");
+    let _ = std::fs::remove_dir_all(&run);
+    let (code, stdout, stderr) = rmtrain(&["recipe", "recipes/tiny_secrets.toml", "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    for arm in ["| BT |", "| +flip |", "| +smoothing |", "| +margin |", "| +flip+margin |", "| +SimCSE |", "| +SwAV |", "| +MetaRM |"] {
+        assert!(stdout.contains(arm), "report lacks {arm}: {stdout}");
+    }
+    assert!(stdout.contains("Preference strength (2 voters"), "{stdout}");
+    for f in ["report.md", "report.json", "plots/accuracy.png", "meta.jsonl", "strength/train.strength.jsonl", "strength/strength.json", "strength/plots/strength_histogram.png"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    // Every arm × seed trained; the arms' train file is the voters' strength file.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).expect("report")).expect("json");
+    let arms = report["results"]["arms"].as_array().expect("arms");
+    assert_eq!(arms.len(), 8);
+    for arm in arms {
+        for set in arm["sets"].as_array().expect("sets") {
+            assert_eq!(set["per_seed_accuracy"].as_array().expect("seeds").len(), 2, "{arm}");
+        }
+    }
+    // The flip arm flipped round(0.25 · 12) = 3 pairs: the three of lowest μ̂ in the strength file.
+    let strength = jsonl(&run.join("strength/train.strength.jsonl"));
+    assert_eq!(strength.len(), 12);
+    assert_eq!(arms[1]["flipped_pairs"], json!(3));
+    let below_zero = strength.iter().filter(|l| l["strength_mean"].as_f64().expect("mu") < 0.0).count();
+    assert_eq!(arms[4]["flipped_pairs"], json!(below_zero));
+    // MetaRM logged its inner step; SwAV its contrastive loss.
+    let log = jsonl(&run.join("arms/metarm/seed-0/metrics.jsonl"));
+    assert!(log.iter().any(|l| l["metarm_step_norm"].as_f64().is_some_and(|x| x > 0.0)), "no MetaRM step logged");
+    let log = jsonl(&run.join("arms/swav/seed-1/metrics.jsonl"));
+    assert!(log.iter().any(|l| l["contrastive_loss"].as_f64().is_some()), "no SwAV loss logged");
+    // A second run reuses every voter and arm.
+    let (code, _, stderr) = rmtrain(&["recipe", "recipes/tiny_secrets.toml", "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("secrets: training"), "{stderr}");
+    assert_eq!(stderr.matches("already trained").count(), 2 + 16, "{stderr}");
+}
+
+#[test]
+fn an_ablation_arm_with_a_typo_fails_before_any_training() {
+    let dir = tmp("bad-arm");
+    let text = std::fs::read_to_string(root().join("recipes/tiny_secrets.toml"))
+        .expect("recipe")
+        .replace("out = \"runs/tiny-secrets\"", &format!("out = {:?}", dir.join("run").display().to_string()))
+        .replace("loss.adaptive_margin.scale=0.5\"] }", "loss.adaptive_margin.scael=0.5\"] }");
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).expect("write");
+    let (code, _, stderr) = rmtrain(&["recipe", &path.display().to_string(), "--no-progress"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("ablation arm \"+margin\"") && stderr.contains("scael"), "{stderr}");
+    assert!(!dir.join("run").exists(), "nothing trained before the check");
+}

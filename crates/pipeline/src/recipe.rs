@@ -30,6 +30,67 @@ pub struct Recipe {
     pub members: Option<MembersSection>,
     #[serde(default)]
     pub merge: Option<MergeSection>,
+    /// Secrets of RLHF II: preference strength by M voter reward models.
+    #[serde(default)]
+    pub strength: Option<StrengthSection>,
+    /// MetaRM's meta set, built from the unlabeled texts of a pair file.
+    #[serde(default)]
+    pub meta: Option<MetaSection>,
+    /// Arms trained on the same data, each with its own settings, over several seeds.
+    #[serde(default)]
+    pub ablation: Option<AblationSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrengthSection {
+    /// M: voter reward models trained with [train] on the train pairs, voter k with seed and data
+    /// seed `first_seed + k` (the paper: 10 models, "training order randomized").
+    pub voters: usize,
+    #[serde(default = "default_first_seed")]
+    pub first_seed: u64,
+}
+
+fn default_first_seed() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaSection {
+    /// Pair file whose distinct texts (labels ignored) are grouped.
+    pub from: PathBuf,
+    /// Where the meta set is written (an arm points `metarm.meta_data` at it).
+    pub out: PathBuf,
+    /// Responses per group (the paper: 5 samples per prompt).
+    #[serde(default = "default_meta_k")]
+    pub k: usize,
+    /// Keep at most this many groups.
+    #[serde(default)]
+    pub groups: Option<usize>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_meta_k() -> usize {
+    5
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AblationSection {
+    /// Every arm is trained once per seed (seed and data seed).
+    pub seeds: Vec<u64>,
+    pub arms: Vec<ArmSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSection {
+    pub name: String,
+    /// `KEY=VALUE` settings over [train], as `rmtrain train --set` takes them.
+    #[serde(default)]
+    pub set: Vec<String>,
 }
 
 fn default_device() -> String {
@@ -175,6 +236,33 @@ impl Recipe {
         for (name, v) in &self.data.eval {
             if !v.is_str() {
                 return Err(format!("data.eval.{name}: expected a path string"));
+            }
+        }
+        if let Some(s) = &self.strength
+            && s.voters < 2
+        {
+            return Err(format!("strength.voters: preference strength needs at least 2 voters (the paper uses 10), got {}", s.voters));
+        }
+        if let Some(m) = &self.meta
+            && m.k < 2
+        {
+            return Err(format!("meta.k must be at least 2, got {}", m.k));
+        }
+        if let Some(a) = &self.ablation {
+            if self.members.is_some() {
+                return Err("[ablation] and [members] cannot be combined in one recipe".into());
+            }
+            if a.seeds.is_empty() || a.arms.is_empty() {
+                return Err("ablation: give at least one seed and one arm".into());
+            }
+            if self.data.eval.is_empty() {
+                return Err("data.eval: an ablation needs at least one eval set".into());
+            }
+            for (i, arm) in a.arms.iter().enumerate() {
+                if arm.name.trim().is_empty() || a.arms[..i].iter().any(|b| b.name == arm.name) {
+                    return Err(format!("ablation.arms[{i}].name: {:?} is empty or repeated", arm.name));
+                }
+                crate::settings::apply_sets(&self.train, &arm.set).map_err(|e| format!("ablation arm {:?}: {e}", arm.name))?;
             }
         }
         let Some(members) = &self.members else {

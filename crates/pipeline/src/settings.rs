@@ -23,6 +23,59 @@ fn error_line(text: &str, e: &toml::de::Error) -> Option<usize> {
 /// `schedule=linear`), strictly: an unknown key is an error naming its fragment. A value that is
 /// not valid TOML is taken as a bare string, so `schedule=linear` needs no quotes.
 pub fn train_config_from_sets(sets: &[String]) -> Result<TrainConfig, PipelineError> {
+    let text = sets_text(sets)?;
+    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+        let fragment = error_line(&text, &e).and_then(|l| sets.get(l - 1));
+        match fragment {
+            Some(f) => config_error(format!("--set {f}: {}", e.message())),
+            None => config_error(format!("--set: {}", e.message())),
+        }
+    })?;
+    cfg.validate().map_err(|m| config_error(format!("--set: {m}")))?;
+    Ok(cfg)
+}
+
+/// `base` with the `KEY=VALUE` fragments applied on top (dotted keys reach into tables:
+/// `loss.adaptive_margin.scale=2`, `flip.below=0`): an ablation arm's settings. A fragment is
+/// first checked alone as in [`train_config_from_sets`] (an unknown key names its fragment), then
+/// merged, and the result validated.
+pub fn apply_sets(base: &TrainConfig, sets: &[String]) -> Result<TrainConfig, PipelineError> {
+    let over = sets_table(sets)?;
+    let toml::Value::Table(mut merged) = toml::Value::try_from(base).map_err(|e| config_error(format!("settings: {e}")))? else {
+        unreachable!("a struct serializes to a table")
+    };
+    merge_tables(&mut merged, over);
+    let cfg: TrainConfig = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| config_error(format!("--set: {}", e.message())))?;
+    cfg.validate().map_err(|m| config_error(format!("--set: {m}")))?;
+    Ok(cfg)
+}
+
+fn merge_tables(into: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge_tables(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The fragments as one TOML table, each checked against [`TrainConfig`]'s keys.
+fn sets_table(sets: &[String]) -> Result<toml::Table, PipelineError> {
+    let text = sets_text(sets)?;
+    let _: TrainConfig = toml::from_str(&text).map_err(|e| {
+        let fragment = error_line(&text, &e).and_then(|l| sets.get(l - 1));
+        match fragment {
+            Some(f) => config_error(format!("--set {f}: {}", e.message())),
+            None => config_error(format!("--set: {}", e.message())),
+        }
+    })?;
+    toml::from_str(&text).map_err(|e| config_error(format!("--set: {}", e.message())))
+}
+
+/// One TOML line per fragment; a value that is not valid TOML becomes a bare string.
+fn sets_text(sets: &[String]) -> Result<String, PipelineError> {
     let mut lines = Vec::with_capacity(sets.len());
     for s in sets {
         let (key, value) = s
@@ -37,16 +90,7 @@ pub fn train_config_from_sets(sets: &[String]) -> Result<TrainConfig, PipelineEr
         };
         lines.push(format!("{key} = {value}"));
     }
-    let text = lines.join("\n");
-    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
-        let fragment = error_line(&text, &e).and_then(|l| sets.get(l - 1));
-        match fragment {
-            Some(f) => config_error(format!("--set {f}: {}", e.message())),
-            None => config_error(format!("--set: {}", e.message())),
-        }
-    })?;
-    cfg.validate().map_err(|m| config_error(format!("--set: {m}")))?;
-    Ok(cfg)
+    Ok(lines.join("\n"))
 }
 
 #[cfg(test)]
@@ -77,6 +121,21 @@ mod tests {
         assert!(err.starts_with("--set seed=abc:"), "{err}");
         let err = train_config_from_sets(&sets(&["lr"])).expect_err("no value").to_string();
         assert!(err.contains("expected KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn sets_apply_on_top_of_a_base_and_reach_into_tables() {
+        let mut base = TrainConfig { lr: 7e-5, ..TrainConfig::default() };
+        base.loss.label_smoothing = Some(0.2);
+        let cfg = apply_sets(&base, &sets(&["flip.bottom_fraction=0.1", "loss.adaptive_margin.scale=2", "seed=3"])).expect("valid");
+        assert_eq!((cfg.lr, cfg.seed, cfg.loss.label_smoothing), (7e-5, 3, Some(0.2)));
+        assert_eq!(cfg.flip.and_then(|f| f.bottom_fraction), Some(0.1));
+        assert_eq!(cfg.loss.adaptive_margin.map(|m| (m.scale, m.clamp_zero)), Some((2.0, false)));
+        let err = apply_sets(&base, &sets(&["loss.adaptive_margin.scael=2"])).expect_err("typo").to_string();
+        assert!(err.starts_with("--set loss.adaptive_margin.scael=2: unknown field"), "{err}");
+        let err = apply_sets(&base, &sets(&["flip.bottom_fraction=0.1", "flip.below=0"])).expect_err("two rules").to_string();
+        assert!(err.contains("exactly one of bottom_fraction, below"), "{err}");
+        assert_eq!(apply_sets(&base, &[]).expect("no change").lr, 7e-5);
     }
 
     #[test]

@@ -308,7 +308,7 @@ impl<'a> WarmRun<'a> {
 }
 
 /// Whether `model` is a finished run of exactly `cfg` on this data from this init (reusable).
-fn finished_run_matches(model: &Path, cfg: &TrainConfig, data_sha: &str, init: &Path) -> Result<bool> {
+pub(crate) fn finished_run_matches(model: &Path, cfg: &TrainConfig, data_sha: &str, init: &Path) -> Result<bool> {
     let Ok(m) = rmtrain_core::Manifest::read(model) else { return Ok(false) };
     if !model.join("model.safetensors").is_file() {
         return Ok(false);
