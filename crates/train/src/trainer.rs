@@ -208,6 +208,9 @@ fn ascend<M: Module>(model: &M, grads: &GradientsParams, eta: f64) -> M {
     model.clone().map(&mut Ascend { grads, eta })
 }
 
+/// Named values for the metrics log.
+type MetricValues = Vec<(&'static str, f64)>;
+
 /// What one optimizer step measured.
 struct StepStats {
     lr: f64,
@@ -431,7 +434,7 @@ impl Run {
     /// MetaRM's inner step (Algorithm 1, lines 3–5): J and ∇J on this step's meta groups at θ,
     /// θ' = θ + η·∇J (a plain gradient step: no optimizer, no clipping), and J again at θ'.
     /// Returns θ' and what to log: J before and after, ‖∇J‖ and ‖θ' − θ‖ = η·‖∇J‖.
-    fn meta_ascent(&self, meta: &crate::config::MetaRmConfig, ctx: &ReplicaCtx) -> Result<(Trained, Vec<(&'static str, f64)>), TrainError> {
+    fn meta_ascent(&self, meta: &crate::config::MetaRmConfig, ctx: &ReplicaCtx) -> Result<(Trained, MetricValues), TrainError> {
         let groups = meta_batch(self.meta.len(), meta.groups_per_step, self.cfg.data_seed.unwrap_or(self.cfg.seed), self.step);
         let parts = split_even(&groups, self.cfg.replicas.max(1));
         let results = run_replicas(&self.model, parts.len(), |k, model| ctx.meta_forward_backward(&model, &self.meta, parts[k], groups.len()));
