@@ -23,14 +23,7 @@ fn error_line(text: &str, e: &toml::de::Error) -> Option<usize> {
 /// `schedule=linear`), strictly: an unknown key is an error naming its fragment. A value that is
 /// not valid TOML is taken as a bare string, so `schedule=linear` needs no quotes.
 pub fn train_config_from_sets(sets: &[String]) -> Result<TrainConfig, PipelineError> {
-    let text = sets_text(sets)?;
-    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
-        let fragment = error_line(&text, &e).and_then(|l| sets.get(l - 1));
-        match fragment {
-            Some(f) => config_error(format!("--set {f}: {}", e.message())),
-            None => config_error(format!("--set: {}", e.message())),
-        }
-    })?;
+    let (_, cfg) = checked_sets(sets)?;
     cfg.validate().map_err(|m| config_error(format!("--set: {m}")))?;
     Ok(cfg)
 }
@@ -63,15 +56,22 @@ fn merge_tables(into: &mut toml::Table, over: toml::Table) {
 
 /// The fragments as one TOML table, each checked against [`TrainConfig`]'s keys.
 fn sets_table(sets: &[String]) -> Result<toml::Table, PipelineError> {
+    let (text, _) = checked_sets(sets)?;
+    toml::from_str(&text).map_err(|e| config_error(format!("--set: {}", e.message())))
+}
+
+/// The fragments' TOML text and the [`TrainConfig`] they make over the defaults (not yet
+/// validated); an unknown key or a bad value is an error naming its fragment.
+fn checked_sets(sets: &[String]) -> Result<(String, TrainConfig), PipelineError> {
     let text = sets_text(sets)?;
-    let _: TrainConfig = toml::from_str(&text).map_err(|e| {
+    let cfg = toml::from_str(&text).map_err(|e| {
         let fragment = error_line(&text, &e).and_then(|l| sets.get(l - 1));
         match fragment {
             Some(f) => config_error(format!("--set {f}: {}", e.message())),
             None => config_error(format!("--set: {}", e.message())),
         }
     })?;
-    toml::from_str(&text).map_err(|e| config_error(format!("--set: {}", e.message())))
+    Ok((text, cfg))
 }
 
 /// One TOML line per fragment; a value that is not valid TOML becomes a bare string.
