@@ -31,7 +31,7 @@ pub fn run(a: RecipeArgs) -> Result<()> {
     let started = Instant::now();
     let recipe = rmtrain_pipeline::read_recipe(&a.file)?;
     let device = parse_device(&recipe.device).with_context(|| format!("{}: device", a.file.display()))?;
-    if recipe.ablation.is_some() || recipe.strength.is_some() {
+    if recipe.ablation.is_some() || recipe.strength.is_some() || recipe.meta.is_some() || recipe.init.is_some() {
         if a.member.is_some() || a.resume {
             anyhow::bail!("{}: --member and --resume are for WARM and single recipes (an ablation reuses and resumes its runs by itself)", a.file.display());
         }

@@ -161,7 +161,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         device,
         progress: !a.no_progress,
         trainable: if a.head_only { Trainable::HeadOnly } else { Trainable::All },
-    })?;
+    })
+    .map_err(|e| e.in_file(&a.train))?;
     println!(
         "{}",
         serde_json::json!({"model": outcome.model_dir, "steps": outcome.steps, "wall_seconds": outcome.wall_seconds, "truncated_train_pairs": outcome.truncated_pairs, "final": outcome.final_metrics})

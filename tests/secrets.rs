@@ -146,7 +146,7 @@ fn a_run_with_flip_refuses_pairs_without_strength_and_logs_what_it_flipped() {
     };
     let plain = read_pairs(&root().join("tests/data/tiny_pairs.jsonl")).expect("pairs");
     let err = rmtrain_train::train(tiny_request(&out, plain, cfg.clone())).err().expect("no strength").to_string();
-    assert!(err.contains("train pair 0") && err.contains("strength_mean"), "{err}");
+    assert!(err.contains("train pairs, line 1: field \"strength_mean\""), "{err}");
     rmtrain_train::train(tiny_request(&out, tiny_pairs_with_strength(), cfg)).expect("train");
     let start = &jsonl(&out.join("metrics.jsonl"))[0];
     assert_eq!(start["flipped_by_strength"], json!(3), "{start}");

@@ -40,6 +40,8 @@ pub struct Pair {
     pub label_source: Option<String>,
     /// The original JSON object, every field, in file order. [`write_pairs_jsonl`] writes this.
     pub fields: Map<String, Value>,
+    /// 1-based line of the file the pair was read from (for error messages).
+    pub line: usize,
 }
 
 impl Pair {
@@ -202,6 +204,7 @@ fn pair_from_object(fields: Map<String, Value>, at: &At) -> Result<Pair, DataErr
         domain: optional_string(&fields, "domain", at)?,
         label_source: optional_string(&fields, "label_source", at)?,
         fields,
+        line: at.line,
     })
 }
 

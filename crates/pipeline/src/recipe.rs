@@ -39,6 +39,19 @@ pub struct Recipe {
     /// Arms trained on the same data, each with its own settings, over several seeds.
     #[serde(default)]
     pub ablation: Option<AblationSection>,
+    /// The init the voters and arms start from (LP-FT), for strength/ablation recipes.
+    #[serde(default)]
+    pub init: Option<InitSection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitSection {
+    /// Steps of one shared linear probe (head only, backbone frozen) from the backbone with a new
+    /// head seeded by train.seed; every voter and arm starts from it (LP-FT, as WARM's members).
+    pub linear_probe_steps: u64,
+    #[serde(default = "default_probe_lr")]
+    pub linear_probe_lr: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -248,10 +261,16 @@ impl Recipe {
         {
             return Err(format!("meta.k must be at least 2, got {}", m.k));
         }
+        let secrets = self.strength.is_some() || self.ablation.is_some() || self.meta.is_some() || self.init.is_some();
+        if secrets && self.members.is_some() {
+            return Err("[strength], [meta], [ablation] and [init] belong to an ablation recipe; [members] to a WARM recipe: use one kind".into());
+        }
+        if let Some(i) = &self.init
+            && !(i.linear_probe_lr > 0.0 && i.linear_probe_lr.is_finite())
+        {
+            return Err(format!("init.linear_probe_lr must be positive, got {}", i.linear_probe_lr));
+        }
         if let Some(a) = &self.ablation {
-            if self.members.is_some() {
-                return Err("[ablation] and [members] cannot be combined in one recipe".into());
-            }
             if a.seeds.is_empty() || a.arms.is_empty() {
                 return Err("ablation: give at least one seed and one arm".into());
             }
@@ -259,8 +278,15 @@ impl Recipe {
                 return Err("data.eval: an ablation needs at least one eval set".into());
             }
             for (i, arm) in a.arms.iter().enumerate() {
-                if arm.name.trim().is_empty() || a.arms[..i].iter().any(|b| b.name == arm.name) {
-                    return Err(format!("ablation.arms[{i}].name: {:?} is empty or repeated", arm.name));
+                let folder = crate::secrets::arm_folder(&arm.name);
+                if folder.is_empty() || a.arms[..i].iter().any(|b| crate::secrets::arm_folder(&b.name) == folder) {
+                    return Err(format!(
+                        "ablation.arms[{i}].name: {:?} needs a letter or digit, and a folder name (arms/{folder}) no other arm has",
+                        arm.name
+                    ));
+                }
+                if arm.set.iter().any(|s| matches!(s.split_once('=').map(|(k, _)| k.trim()), Some("seed" | "data_seed"))) {
+                    return Err(format!("ablation arm {:?}: seed and data_seed come from ablation.seeds, not from an arm's set", arm.name));
                 }
                 crate::settings::apply_sets(&self.train, &arm.set).map_err(|e| format!("ablation arm {:?}: {e}", arm.name))?;
             }

@@ -16,7 +16,7 @@ use crate::recipe::Recipe;
 use crate::settings::apply_sets;
 use crate::strength::{compute_strength, strength_rows, write_strength_pairs, write_strength_report};
 use crate::train_set::prepare_train_set;
-use crate::warm::finished_run_matches;
+use crate::warm::{finished_run_matches, probe_config};
 use crate::{config_error, Result};
 use burn::tensor::Device;
 use rmtrain_data::Pair;
@@ -72,8 +72,8 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
     let mut time = |what: &str, since: Instant| {
         seconds.insert(what.into(), since.elapsed().as_secs_f64().round().into());
     };
-    let request = |config: TrainConfig, pairs: &[Pair], data_sha: &str, run: PathBuf| TrainRequest {
-        init: recipe.model.backbone.clone(),
+    let request = |config: TrainConfig, init: &Path, pairs: &[Pair], data_sha: &str, run: PathBuf| TrainRequest {
+        init: init.to_path_buf(),
         train_pairs: pairs.to_vec(),
         train_data_sha256: Some(data_sha.to_string()),
         evals: Vec::new(),
@@ -85,7 +85,7 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
         progress: opts.progress,
         trainable: Trainable::All,
     };
-    let train_or_reuse = |label: &str, req: TrainRequest| -> Result<()> {
+    let train_or_reuse = |label: &str, req: TrainRequest, data: &Path| -> Result<()> {
         if finished_run_matches(&req.out.join("model"), &req.config, req.train_data_sha256.as_deref().unwrap_or(""), &req.init)? {
             eprintln!("secrets: {label} already trained, reusing {}", req.out.join("model").display());
             return Ok(());
@@ -93,12 +93,33 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
         let mut req = req;
         req.resume = can_resume(&req)?;
         eprintln!("secrets: training {label}{}", if req.resume { " (resuming its newest checkpoint)" } else { "" });
-        rmtrain_train::train(req)?;
+        rmtrain_train::train(req).map_err(|e| e.in_file(data))?;
         Ok(())
+    };
+    let arm_configs = arm_configs(recipe, &set.pairs)?;
+
+    // 0. The shared init: the backbone's new head, linear-probed (LP-FT), or the backbone itself.
+    let init = match &recipe.init {
+        Some(i) => {
+            let t = Instant::now();
+            let probe = probe_config(&plain_config(&recipe.train), i.linear_probe_steps, i.linear_probe_lr);
+            let run = out.join("shared-init");
+            let mut req = request(probe, &recipe.model.backbone, &set.pairs, &set.data_sha256, run.clone());
+            req.trainable = Trainable::HeadOnly;
+            if !finished_run_matches(&run.join("model"), &req.config, &set.data_sha256, &recipe.model.backbone)? {
+                eprintln!("secrets: shared init: new head (seed {}), linear probe {} steps", req.config.seed, i.linear_probe_steps);
+                let _ = std::fs::remove_dir_all(&run); // an interrupted probe restarts from scratch
+                rmtrain_train::train(req).map_err(|e| e.in_file(&recipe.data.train))?;
+            }
+            time("linear_probe", t);
+            run.join("model")
+        }
+        None => recipe.model.backbone.clone(),
     };
 
     // 1. Voters and the strength of every train pair.
     let (mut train_pairs, mut data_sha, mut strength) = (set.pairs.clone(), set.data_sha256.clone(), None);
+    let mut train_file = recipe.data.train.clone();
     if let Some(s) = &recipe.strength {
         let t = Instant::now();
         let mut voters = Vec::with_capacity(s.voters);
@@ -106,7 +127,7 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
             let seed = s.first_seed + k as u64;
             let cfg = TrainConfig { seed, data_seed: Some(seed), ..plain_config(&recipe.train) };
             let run = out.join("strength").join(format!("voter-{k}"));
-            train_or_reuse(&format!("strength voter {k} (seed {seed})"), request(cfg, &set.pairs, &set.data_sha256, run.clone()))?;
+            train_or_reuse(&format!("strength voter {k} (seed {seed})"), request(cfg, &init, &set.pairs, &set.data_sha256, run.clone()), &recipe.data.train)?;
             voters.push(run.join("model"));
         }
         time("voters", t);
@@ -119,6 +140,7 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
         eprintln!("{}", rmtrain_eval::strength_markdown(&summary));
         train_pairs = rmtrain_data::read_pairs(&path)?;
         data_sha = format!("{}+strength:{}", set.data_sha256, rmtrain_core::sha256_file(&path)?);
+        train_file = path;
         strength = Some(summary);
         time("strength", t);
     }
@@ -141,13 +163,17 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
     let t = Instant::now();
     let mut runs = Vec::new();
     let mut flipped = Vec::new();
-    for arm in &ablation.arms {
-        let base = apply_sets(&recipe.train, &arm.set).map_err(|e| config_error(format!("ablation arm {:?}: {e}", arm.name)))?;
+    for (arm, base) in ablation.arms.iter().zip(&arm_configs) {
+        // A MetaRM arm is also a run of its meta set's content (its path alone is in the config).
+        let data_sha = match &base.metarm {
+            Some(m) => format!("{data_sha}+meta:{}", rmtrain_core::sha256_file(&m.meta_data)?),
+            None => data_sha.clone(),
+        };
         for &seed in &ablation.seeds {
             let cfg = TrainConfig { seed, data_seed: Some(seed), ..base.clone() };
-            let run = out.join("arms").join(slug(&arm.name)).join(format!("seed-{seed}"));
+            let run = out.join("arms").join(arm_folder(&arm.name)).join(format!("seed-{seed}"));
             let arm_started = Instant::now();
-            train_or_reuse(&format!("arm {:?} seed {seed}", arm.name), request(cfg, &train_pairs, &data_sha, run.clone()))?;
+            train_or_reuse(&format!("arm {:?} seed {seed}", arm.name), request(cfg, &init, &train_pairs, &data_sha, run.clone()), &train_file)?;
             time(&format!("arm {} seed {seed}", arm.name), arm_started);
             runs.push(run);
         }
@@ -194,6 +220,42 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
     Ok(results)
 }
 
+/// Every arm's settings, checked before anything trains: an arm that reads μ̂ needs `[strength]`
+/// or a train file that carries it; a MetaRM arm's meta set must exist or be `[meta].out`.
+fn arm_configs(recipe: &Recipe, train_pairs: &[Pair]) -> Result<Vec<TrainConfig>> {
+    let Some(ablation) = &recipe.ablation else { return Ok(Vec::new()) };
+    let mut configs = Vec::with_capacity(ablation.arms.len());
+    for arm in &ablation.arms {
+        let cfg = apply_sets(&recipe.train, &arm.set).map_err(|e| config_error(format!("ablation arm {:?}: {e}", arm.name)))?;
+        let reads_strength = cfg.flip.is_some()
+            || cfg.loss.adaptive_margin.is_some()
+            || (cfg.loss.label_smoothing.is_some() && cfg.loss.smoothing_pairs == rmtrain_train::SmoothingPairs::NegativeStrength);
+        if reads_strength
+            && recipe.strength.is_none()
+            && let Some(p) = train_pairs.iter().find(|p| p.strength.is_none())
+        {
+            return Err(config_error(format!(
+                "ablation arm {:?} reads the preference strength, but there is no [strength] section and {}:{} has no \"strength_mean\"",
+                arm.name,
+                recipe.data.train.display(),
+                p.line
+            )));
+        }
+        if let Some(m) = &cfg.metarm
+            && !m.meta_data.is_file()
+            && recipe.meta.as_ref().is_none_or(|meta| meta.out != m.meta_data)
+        {
+            return Err(config_error(format!(
+                "ablation arm {:?}: metarm.meta_data {}: no such file, and not the [meta] stage's out",
+                arm.name,
+                m.meta_data.display()
+            )));
+        }
+        configs.push(cfg);
+    }
+    Ok(configs)
+}
+
 /// [train] without the per-arm methods: what the voters are trained with.
 fn plain_config(train: &TrainConfig) -> TrainConfig {
     let mut cfg = TrainConfig { flip: None, metarm: None, ..train.clone() };
@@ -201,8 +263,8 @@ fn plain_config(train: &TrainConfig) -> TrainConfig {
     cfg
 }
 
-/// A folder name for an arm: letters and digits kept, everything else `-`.
-fn slug(name: &str) -> String {
+/// An arm's folder under `arms/`: letters and digits kept (lower case), everything else `-`.
+pub fn arm_folder(name: &str) -> String {
     let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     s.trim_matches('-').to_string()
 }
@@ -284,8 +346,9 @@ mod tests {
 
     #[test]
     fn arm_folders_are_plain_names() {
-        assert_eq!(slug("+flip+margin"), "flip-margin");
-        assert_eq!(slug("BT"), "bt");
-        assert_eq!(slug("+SwAV (diff)"), "swav--diff");
+        assert_eq!(arm_folder("+flip+margin"), "flip-margin");
+        assert_eq!(arm_folder("BT"), "bt");
+        assert_eq!(arm_folder("+SwAV (diff)"), "swav--diff");
+        assert_eq!(arm_folder("+"), "");
     }
 }

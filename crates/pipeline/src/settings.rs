@@ -29,16 +29,34 @@ pub fn train_config_from_sets(sets: &[String]) -> Result<TrainConfig, PipelineEr
 }
 
 /// `base` with the `KEY=VALUE` fragments applied on top (dotted keys reach into tables:
-/// `loss.adaptive_margin.scale=2`, `flip.below=0`): an ablation arm's settings. A fragment is
-/// first checked alone as in [`train_config_from_sets`] (an unknown key names its fragment), then
-/// merged, and the result validated.
+/// `loss.adaptive_margin.scale=2`, `flip.below=0`): an ablation arm's settings. The fragments are
+/// merged in order into `base`'s table (a key of a table `base` already has, such as
+/// `loss.contrastive.beta=0.5`, needs none of its other keys) and the result is read strictly and
+/// validated; an error names the first fragment that alone over `base` gives it. A fragment cannot
+/// remove a setting of `base` (TOML has no null).
 pub fn apply_sets(base: &TrainConfig, sets: &[String]) -> Result<TrainConfig, PipelineError> {
-    let over = sets_table(sets)?;
-    let toml::Value::Table(mut merged) = toml::Value::try_from(base).map_err(|e| config_error(format!("settings: {e}")))? else {
+    let toml::Value::Table(base) = toml::Value::try_from(base).map_err(|e| config_error(format!("settings: {e}")))? else {
         unreachable!("a struct serializes to a table")
     };
-    merge_tables(&mut merged, over);
-    let cfg: TrainConfig = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| config_error(format!("--set: {}", e.message())))?;
+    let over_base = |over: toml::Table| {
+        let mut merged = base.clone();
+        merge_tables(&mut merged, over);
+        toml::Value::Table(merged).try_into::<TrainConfig>().map_err(|e| e.message().to_string())
+    };
+    let mut overs = Vec::with_capacity(sets.len());
+    for s in sets {
+        overs.push(toml::from_str::<toml::Table>(&sets_text(std::slice::from_ref(s))?).map_err(|e| config_error(format!("--set {s}: {}", e.message())))?);
+    }
+    let mut all = toml::Table::new();
+    for over in &overs {
+        merge_tables(&mut all, over.clone());
+    }
+    let cfg = over_base(all).map_err(|message| {
+        match sets.iter().zip(overs).find(|(_, over)| over_base(over.clone()).err().as_deref() == Some(message.as_str())) {
+            Some((s, _)) => config_error(format!("--set {s}: {message}")),
+            None => config_error(format!("--set: {message}")),
+        }
+    })?;
     cfg.validate().map_err(|m| config_error(format!("--set: {m}")))?;
     Ok(cfg)
 }
@@ -52,12 +70,6 @@ fn merge_tables(into: &mut toml::Table, over: toml::Table) {
             }
         }
     }
-}
-
-/// The fragments as one TOML table, each checked against [`TrainConfig`]'s keys.
-fn sets_table(sets: &[String]) -> Result<toml::Table, PipelineError> {
-    let (text, _) = checked_sets(sets)?;
-    toml::from_str(&text).map_err(|e| config_error(format!("--set: {}", e.message())))
 }
 
 /// The fragments' TOML text and the [`TrainConfig`] they make over the defaults (not yet
@@ -135,6 +147,11 @@ mod tests {
         assert!(err.starts_with("--set loss.adaptive_margin.scael=2: unknown field"), "{err}");
         let err = apply_sets(&base, &sets(&["flip.bottom_fraction=0.1", "flip.below=0"])).expect_err("two rules").to_string();
         assert!(err.contains("exactly one of bottom_fraction, below"), "{err}");
+        // A key of a table the base has needs none of its other keys.
+        let mut swav = base.clone();
+        swav.metarm = Some(rmtrain_train::MetaRmConfig { meta_data: "m.jsonl".into(), eta: 1.0, groups_per_step: 4 });
+        let cfg = apply_sets(&swav, &sets(&["metarm.eta=2"])).expect("eta alone");
+        assert_eq!(cfg.metarm.map(|m| (m.eta, m.groups_per_step)), Some((2.0, 4)));
         assert_eq!(apply_sets(&base, &[]).expect("no change").lr, 7e-5);
     }
 

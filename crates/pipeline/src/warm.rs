@@ -185,20 +185,7 @@ impl<'a> WarmRun<'a> {
         let members = self.recipe.members.as_ref().expect("a WARM recipe");
         let run = self.out.join("shared-init");
         let init = run.join("model");
-        let probe = TrainConfig {
-            lr: members.linear_probe_lr,
-            schedule: Schedule::Constant,
-            warmup_ratio: 0.0,
-            warmup_steps: Some(0),
-            max_steps: Some(members.shared_linear_probe_steps),
-            save_every: 0,
-            keep_checkpoints: 1,
-            // The probe trains the head alone: the backbone methods start with the members.
-            metarm: None,
-            ..self.recipe.train.clone()
-        };
-        let mut probe = probe;
-        probe.loss.contrastive = None;
+        let probe = probe_config(&self.recipe.train, members.shared_linear_probe_steps, members.linear_probe_lr);
         let _lock = FileLock::acquire(&self.out.join("shared-init.lock"), "warm: shared init")?;
         if finished_run_matches(&init, &probe, &self.set.data_sha256, &self.recipe.model.backbone)? {
             return Ok(init);
@@ -305,6 +292,25 @@ impl<'a> WarmRun<'a> {
         self.time("interpolation", started);
         Ok(())
     }
+}
+
+/// The settings of a shared linear probe (LP-FT): `train` at a constant `lr` for `steps` steps,
+/// without warm-up or step checkpoints; the backbone methods (MetaRM, contrastive) are off, as
+/// only the head learns.
+pub(crate) fn probe_config(train: &TrainConfig, steps: u64, lr: f64) -> TrainConfig {
+    let mut probe = TrainConfig {
+        lr,
+        schedule: Schedule::Constant,
+        warmup_ratio: 0.0,
+        warmup_steps: Some(0),
+        max_steps: Some(steps),
+        save_every: 0,
+        keep_checkpoints: 1,
+        metarm: None,
+        ..train.clone()
+    };
+    probe.loss.contrastive = None;
+    probe
 }
 
 /// Whether `model` is a finished run of exactly `cfg` on this data from this init (reusable).

@@ -71,12 +71,17 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Flip the labels of the pairs the strength voters distrust (Secrets of RLHF II §2.4.1);
     /// None = off. Needs `strength_mean` on every pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub flip: Option<FlipConfig>,
     /// MetaRM (Dou et al. 2024; Secrets of RLHF II §3.2, Algorithm 1): an inner ascent step on the
     /// difference loss J of a meta set before each Bradley–Terry step; None = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metarm: Option<MetaRmConfig>,
     pub loss: LossConfig,
 }
+
+// Every setting added after the first release is left out of the serialized config when off, so
+// the manifests and resume fingerprints of earlier runs still match a default config.
 
 /// `[train.flip]`: exactly one rule.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -134,11 +139,14 @@ pub struct LossConfig {
     /// The paper gives no value; 0.1 is cDPO's usual one.
     pub label_smoothing: Option<f64>,
     /// Which pairs are smoothed: all, or only those with μ̂ < 0 (the paper's "soft label" recipe).
+    #[serde(skip_serializing_if = "SmoothingPairs::is_all")]
     pub smoothing_pairs: SmoothingPairs,
     /// Adaptive margin m = scale·μ̂ inside the sigmoid (Secrets of RLHF II Eq. 6 as intended);
     /// None = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub adaptive_margin: Option<AdaptiveMargin>,
     /// Contrastive auxiliary loss over two dropout views (Secrets of RLHF II §3.1); None = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub contrastive: Option<ContrastiveConfig>,
     /// Reward centering coefficient (Eisenstein et al. 2023); None = off. TRL suggests 0.01.
     pub center_rewards_coefficient: Option<f64>,
@@ -151,6 +159,14 @@ pub enum SmoothingPairs {
     All,
     /// Only pairs with μ̂ < 0 (needs `strength_mean`).
     NegativeStrength,
+}
+
+impl SmoothingPairs {
+    /// The default, left out of serialized configs so that runs made before these settings
+    /// existed keep their fingerprints (and stay reusable and resumable).
+    pub fn is_all(&self) -> bool {
+        *self == Self::All
+    }
 }
 
 /// m_i = scale·μ̂_i, then optionally clamped at 0 (Llama-2-like non-negative margins) and capped

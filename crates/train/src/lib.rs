@@ -23,9 +23,22 @@ pub enum TrainError {
     Core(#[from] rmtrain_core::CoreError),
     #[error("{0}")]
     Config(String),
+    /// A train pair the settings cannot use; the caller knows the file (see [`TrainError::in_file`]).
+    #[error("train pairs, line {line}: {message}")]
+    TrainPair { line: usize, message: String },
     #[error("{path}: {message}")]
     State { path: std::path::PathBuf, message: String },
     /// Training diverged: stopped before the step that would have written NaN/inf into the model.
     #[error("training diverged at step {step}: the {what} is not finite ({value}); nothing was saved for this step (lower train.lr, or check the data)")]
     NonFinite { step: u64, what: String, value: f64 },
+}
+
+impl TrainError {
+    /// The error with the train file named: `FILE:LINE: message` for a bad train pair.
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Self::TrainPair { line, message } => Self::Config(format!("{}:{line}: {message}", path.display())),
+            other => other,
+        }
+    }
 }

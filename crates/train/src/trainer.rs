@@ -106,6 +106,19 @@ pub fn resume_fingerprint(cfg: &TrainConfig, trainable: Trainable) -> String {
     rmtrain_core::sha256_bytes(v.to_string().as_bytes())
 }
 
+/// [`resume_fingerprint`], plus the content of MetaRM's meta set when the run has one (its path
+/// alone is in the config; a rewritten file is another run).
+fn run_fingerprint(cfg: &TrainConfig, trainable: Trainable) -> Result<String, TrainError> {
+    let settings = resume_fingerprint(cfg, trainable);
+    match &cfg.metarm {
+        Some(m) => {
+            let meta = rmtrain_core::sha256_file(&m.meta_data).map_err(|e| TrainError::Config(format!("train.metarm.meta_data: {e}")))?;
+            Ok(rmtrain_core::sha256_bytes(format!("{settings}+meta:{meta}").as_bytes()))
+        }
+        None => Ok(settings),
+    }
+}
+
 /// What differs between a checkpoint's state and the run `req` asks for (empty = resumable).
 fn resume_mismatches(state: &TrainerState, req: &TrainRequest, init_sha: &str, config_sha: &str) -> Vec<&'static str> {
     // A checkpoint past this run's last step (max_steps lowered since) cannot be continued.
@@ -156,7 +169,7 @@ pub fn can_resume(req: &TrainRequest) -> Result<bool, TrainError> {
     let Some((_, dir)) = checkpoint::list_checkpoints(&req.out).pop() else { return Ok(false) };
     let Ok(state) = checkpoint::read_state(&dir) else { return Ok(false) };
     let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
-    Ok(resume_mismatches(&state, req, &init_sha, &resume_fingerprint(&req.config, req.trainable)).is_empty())
+    Ok(resume_mismatches(&state, req, &init_sha, &run_fingerprint(&req.config, req.trainable)?).is_empty())
 }
 
 /// The pairs of each epoch in the order they are used: a seeded permutation, or the file order.
@@ -266,7 +279,7 @@ impl Run {
         ad.seed(mix_seed(cfg.seed, 0x1417, 0)); // a new head's init (dropout uses DropoutRng, per step)
 
         let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
-        let config_sha = resume_fingerprint(&cfg, req.trainable);
+        let config_sha = run_fingerprint(&cfg, req.trainable)?;
         let resume = resume_point(req, &init_sha, &config_sha)?;
         let load_dir = resume.as_ref().map_or(req.init.clone(), |(_, dir)| dir.clone());
         let mut rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;
@@ -284,8 +297,8 @@ impl Run {
         }
         let prototypes = match &cfg.loss.contrastive {
             Some(c) if c.kind == ContrastiveKind::Swav => Some(match &resume {
-                Some((_, dir)) => read_prototypes(&dir.join(STATE_DIR).join(PROTOTYPES_FILE), &ad)?,
-                None => new_prototypes(c.prototypes(), rm.net.feature_dim(), &ad),
+                Some((_, dir)) => read_prototypes(&dir.join(STATE_DIR).join(PROTOTYPES_FILE), [c.prototypes(), rm.net.feature_dim()], &ad)?,
+                None => new_prototypes(c.prototypes(), rm.net.feature_dim(), cfg.seed, &ad),
             }),
             _ => None,
         };
@@ -628,12 +641,11 @@ fn prepare_pairs(cfg: &TrainConfig, all: &[Pair]) -> Result<(Vec<Pair>, usize), 
     let needs_strength = cfg.flip.is_some()
         || cfg.loss.adaptive_margin.is_some()
         || (cfg.loss.label_smoothing.is_some() && cfg.loss.smoothing_pairs == SmoothingPairs::NegativeStrength);
-    if needs_strength && let Some(i) = pairs.iter().position(|p| !p.strength.is_some_and(f64::is_finite)) {
-        return Err(TrainError::Config(format!(
-            "train pair {} (line {} of the used pairs) has no \"strength_mean\": train.flip, train.loss.adaptive_margin and smoothing_pairs = \"negative_strength\" need the preference strength of every pair (run `rmtrain strength`, or a recipe's [strength] stage)",
-            i,
-            i + 1
-        )));
+    if needs_strength && let Some(p) = pairs.iter().find(|p| !p.strength.is_some_and(f64::is_finite)) {
+        return Err(TrainError::TrainPair {
+            line: p.line,
+            message: "field \"strength_mean\": missing or not finite; train.flip, train.loss.adaptive_margin and smoothing_pairs = \"negative_strength\" need the preference strength of every pair (run `rmtrain strength`, or a recipe's [strength] stage)".into(),
+        });
     }
     let flipped = match &cfg.flip {
         Some(f) => {
@@ -653,9 +665,18 @@ fn encode_meta(tokenizer: &rmtrain_models::RmTokenizer, groups: &[MetaGroup]) ->
         .collect()
 }
 
-/// SwAV's prototypes [K, d]: standard normal, drawn from the device's seeded generator.
-fn new_prototypes(k: usize, d: usize, device: &Device) -> Param<Tensor<2>> {
-    let t = Tensor::<2>::random([k, d], burn::tensor::Distribution::Normal(0.0, 1.0), device);
+/// SwAV's prototypes [K, d]: standard normal (Box–Muller), drawn from a ChaCha8 generator of the
+/// run's seed alone, so they do not depend on what else drew from Burn's global generator.
+fn new_prototypes(k: usize, d: usize, seed: u64, device: &Device) -> Param<Tensor<2>> {
+    use rand::Rng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mix_seed(seed, 0x5A7A, 0));
+    let values: Vec<f32> = (0..k * d)
+        .map(|_| {
+            let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect();
+    let t = Tensor::<2>::from_data(TensorData::new(values, [k, d]), device);
     Param::initialized(ParamId::from(PROTOTYPES_ID), t.require_grad())
 }
 
@@ -666,7 +687,7 @@ fn write_prototypes(path: &std::path::Path, p: &Param<Tensor<2>>) -> Result<(), 
     Ok(())
 }
 
-fn read_prototypes(path: &std::path::Path, device: &Device) -> Result<Param<Tensor<2>>, TrainError> {
+fn read_prototypes(path: &std::path::Path, want: [usize; 2], device: &Device) -> Result<Param<Tensor<2>>, TrainError> {
     let bad = |message: String| TrainError::State { path: path.to_path_buf(), message };
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read SwAV prototypes: {e}")))?;
     #[derive(serde::Deserialize)]
@@ -675,8 +696,8 @@ fn read_prototypes(path: &std::path::Path, device: &Device) -> Result<Param<Tens
         values: Vec<f32>,
     }
     let s: Stored = serde_json::from_str(&text).map_err(|e| bad(format!("invalid prototypes: {e}")))?;
-    if s.values.len() != s.shape[0] * s.shape[1] {
-        return Err(bad(format!("{} values for shape {:?}", s.values.len(), s.shape)));
+    if s.values.len() != s.shape[0] * s.shape[1] || s.shape != want {
+        return Err(bad(format!("{} values of shape {:?}; this run needs [prototypes, feature width] = {want:?}", s.values.len(), s.shape)));
     }
     let t = Tensor::<2>::from_data(TensorData::new(s.values, s.shape), device);
     Ok(Param::initialized(ParamId::from(PROTOTYPES_ID), t.require_grad()))
@@ -743,11 +764,15 @@ impl ReplicaCtx<'_> {
             Some(ids) => GradientsParams::from_params(&mut grads, model, ids),
             None => GradientsParams::from_grads(grads, model),
         };
-        let loss = loss.into_scalar::<f32>() as f64;
+        // The logged `loss` is the RM loss alone (over both views), comparable across arms; the
+        // contrastive term is logged apart, unweighted.
+        let cl = contrastive_loss.map(|cl| cl.into_scalar::<f32>() as f64);
+        let beta = self.cfg.loss.contrastive.as_ref().map_or(0.0, |c| c.beta);
+        let loss = loss.into_scalar::<f32>() as f64 - beta * cl.unwrap_or(0.0);
         ReplicaResult {
             grads,
             loss_times_n: loss * n as f64,
-            contrastive_times_n: contrastive_loss.map(|cl| cl.into_scalar::<f32>() as f64 * n as f64),
+            contrastive_times_n: cl.map(|x| x * n as f64),
             r_chosen: to_vec(r_c),
             r_rejected: to_vec(r_r),
             tokens: b.num_tokens(),
