@@ -55,6 +55,10 @@ pub struct TrainConfig {
     pub shuffle: bool,
     /// Seeds the data order alone when set (WARM varies it apart from the seed).
     pub data_seed: Option<u64>,
+    /// Sort each run of 50 batches of the seeded order by length (transformers' `group_by_length`):
+    /// batches of similar lengths pay for less padding. Off by default.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub group_by_length: bool,
     /// Overrides the config's hidden/attention/classifier dropout (WARM's diversity axis).
     pub dropout: Option<f64>,
     /// Truncation length in tokens, special tokens included.
@@ -296,6 +300,7 @@ impl Default for TrainConfig {
             seed: 0,
             shuffle: true,
             data_seed: None,
+            group_by_length: false,
             dropout: None,
             max_length: 128,
             eval_every: 0,

@@ -173,13 +173,28 @@ pub fn can_resume(req: &TrainRequest) -> Result<bool, TrainError> {
 }
 
 /// The pairs of each epoch in the order they are used: a seeded permutation, or the file order.
-fn epoch_order(n: usize, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    if shuffle {
+/// With `group_by_length`, each run of [`LENGTH_GROUP_BATCHES`] batches of that order is sorted by
+/// length, longest first (transformers' `group_by_length`: its LengthGroupedSampler's megabatches),
+/// so a batch holds pairs of similar length and pays for little padding; which pairs share a
+/// megabatch is still the seeded draw, and the order is a function of (seed, epoch) alone.
+fn epoch_order(encoded: &[EncodedPair], cfg: &TrainConfig, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    if cfg.shuffle {
+        let seed = cfg.data_seed.unwrap_or(cfg.seed);
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(mix_seed(seed, 0xDA7A, epoch)));
+    }
+    if cfg.group_by_length {
+        // A pair's chosen and rejected texts are padded together: its length is the longer one.
+        let len = |i: usize| encoded[i].0.len().max(encoded[i].1.len());
+        for mega in order.chunks_mut(cfg.batch_size * LENGTH_GROUP_BATCHES) {
+            mega.sort_by_key(|&i| std::cmp::Reverse(len(i)));
+        }
     }
     order
 }
+
+/// Batches per length-sorted megabatch (transformers' `mega_batch_mult` default).
+const LENGTH_GROUP_BATCHES: usize = 50;
 
 /// The meta groups of optimizer step `step` (0-based): consecutive runs of `per_step` groups of a
 /// seeded permutation of the meta set, a new permutation each time the set is used up, so the
@@ -346,7 +361,7 @@ impl Run {
         }
         let bar = rmtrain_core::progress_bar(req.progress, "train", "steps", last_step, step);
         let order_epoch = step / steps_per_epoch;
-        let order = epoch_order(pairs.len(), cfg.shuffle, cfg.data_seed.unwrap_or(cfg.seed), order_epoch);
+        let order = epoch_order(&encoded, &cfg, order_epoch);
         Ok(Self {
             template: rm,
             model,
@@ -381,7 +396,7 @@ impl Run {
         let cfg = &self.cfg;
         let epoch = self.step / self.steps_per_epoch;
         if epoch != self.order_epoch {
-            self.order = epoch_order(self.encoded.len(), cfg.shuffle, cfg.data_seed.unwrap_or(cfg.seed), epoch);
+            self.order = epoch_order(&self.encoded, cfg, epoch);
             self.order_epoch = epoch;
         }
         let pos = (self.step % self.steps_per_epoch) as usize;
@@ -1045,5 +1060,46 @@ impl Window {
             serde_json::Value::Object(m) => m,
             _ => unreachable!("json! of an object literal is an object"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(lengths: &[(usize, usize)]) -> Vec<EncodedPair> {
+        lengths.iter().map(|&(c, r)| (vec![1; c], vec![1; r])).collect()
+    }
+
+    /// Tokens a step pays for: every batch padded to its longest pair, both sides.
+    fn padded_tokens(order: &[usize], e: &[EncodedPair], batch: usize) -> usize {
+        order.chunks(batch).map(|b| 2 * b.len() * b.iter().map(|&i| e[i].0.len().max(e[i].1.len())).max().unwrap_or(0)).sum()
+    }
+
+    #[test]
+    fn length_grouping_reorders_within_megabatches_only_and_cuts_padding() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let lengths: Vec<(usize, usize)> = (0..1000).map(|_| (rand::Rng::random_range(&mut rng, 5..120), rand::Rng::random_range(&mut rng, 5..120))).collect();
+        let e = encoded(&lengths);
+        let plain_cfg = TrainConfig { batch_size: 4, seed: 3, ..TrainConfig::default() };
+        let grouped_cfg = TrainConfig { group_by_length: true, ..plain_cfg.clone() };
+        let plain = epoch_order(&e, &plain_cfg, 2);
+        let grouped = epoch_order(&e, &grouped_cfg, 2);
+        assert_eq!(grouped, epoch_order(&e, &grouped_cfg, 2), "a function of (seed, epoch)");
+        assert_ne!(grouped, epoch_order(&e, &grouped_cfg, 3), "each epoch draws again");
+        // The same pairs in each megabatch of 4 · 50 = 200, longest first.
+        for (a, b) in plain.chunks(200).zip(grouped.chunks(200)) {
+            let (mut a, b2) = (a.to_vec(), b.to_vec());
+            a.sort_unstable();
+            let mut b_sorted = b2.clone();
+            b_sorted.sort_unstable();
+            assert_eq!(a, b_sorted);
+            let lens: Vec<usize> = b2.iter().map(|&i| lengths[i].0.max(lengths[i].1)).collect();
+            assert!(lens.windows(2).all(|w| w[0] >= w[1]), "sorted longest first");
+        }
+        let (p, g) = (padded_tokens(&plain, &e, 4), padded_tokens(&grouped, &e, 4));
+        assert!((g as f64) < 0.8 * p as f64, "padded tokens {p} -> {g}");
+        // Off: exactly the seeded permutation.
+        assert_eq!(plain, epoch_order(&e, &plain_cfg, 2));
     }
 }
