@@ -152,40 +152,30 @@ fn a_run_with_flip_refuses_pairs_without_strength_and_logs_what_it_flipped() {
     assert_eq!(start["flipped_by_strength"], json!(3), "{start}");
 }
 
-/// θ + η·g, new leaves with the same ids (written here independently of the trainer's own).
-struct AddScaled<'a> {
-    grads: &'a GradientsParams,
-    factor: f64,
-}
-impl ModuleMapper for AddScaled<'_> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let g = self.grads.get::<D>(param.id);
-        param.map(|t| {
-            let inner = t.inner();
-            let moved = match g {
-                Some(g) => inner + g.mul_scalar(self.factor),
-                None => inner,
-            };
-            Tensor::from_inner(moved).require_grad()
-        })
-    }
+/// How [`Update`] moves a parameter with gradient g (written here independently of the trainer).
+#[derive(Clone, Copy)]
+enum Step {
+    /// θ + η·g (the MetaRM inner ascent).
+    Ascend(f64),
+    /// One AdamW step from zero moments with no weight decay: θ − lr·ĝ/(|ĝ| + ε) (bias-corrected
+    /// first moment g, second g²).
+    FirstAdam { lr: f64, eps: f64 },
 }
 
-/// One AdamW step from zero moments with no weight decay: θ − lr·ĝ/(|ĝ| + ε) (bias-corrected
-/// first moment g, second g²).
-struct FirstAdamStep<'a> {
+/// Every parameter with a gradient moved by `step`, as new leaves with the same ids.
+struct Update<'a> {
     grads: &'a GradientsParams,
-    lr: f64,
-    eps: f64,
+    step: Step,
 }
-impl ModuleMapper for FirstAdamStep<'_> {
+impl ModuleMapper for Update<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let g = self.grads.get::<D>(param.id);
         param.map(|t| {
             let inner = t.inner();
-            let moved = match g {
-                Some(g) => inner - g.clone().div(g.abs().add_scalar(self.eps)).mul_scalar(self.lr),
-                None => inner,
+            let moved = match (g, self.step) {
+                (Some(g), Step::Ascend(eta)) => inner + g.mul_scalar(eta),
+                (Some(g), Step::FirstAdam { lr, eps }) => inner - g.clone().div(g.abs().add_scalar(eps)).mul_scalar(lr),
+                (None, _) => inner,
             };
             Tensor::from_inner(moved).require_grad()
         })
@@ -281,18 +271,18 @@ fn a_metarm_step_is_the_bt_gradient_at_the_ascended_weights_applied_to_the_origi
     let j = mean_j(&theta, &rm, &groups, &ad);
     let j_before = j.clone().into_scalar::<f32>() as f64;
     let g_j = GradientsParams::from_grads(j.backward(), &theta);
-    let theta_prime = theta.clone().map(&mut AddScaled { grads: &g_j, factor: eta });
+    let theta_prime = theta.clone().map(&mut Update { grads: &g_j, step: Step::Ascend(eta) });
     let j_after = mean_j(&theta_prime.valid(), &rm, &groups, &cpu()).into_scalar::<f32>() as f64;
     assert!(j_after > j_before, "J must rise after the inner ascent step: {j_before} -> {j_after}");
     let g_l = bt_grads(&theta_prime, &theta_prime, &rm, &pairs, &ad);
-    let by_hand = theta.clone().map(&mut FirstAdamStep { grads: &g_l, lr, eps }).hf_tensors();
+    let by_hand = theta.clone().map(&mut Update { grads: &g_l, step: Step::FirstAdam { lr, eps } }).hf_tensors();
     let (diff, name) = max_abs_diff(&trained, &by_hand);
     assert!(diff < 2e-5, "trainer vs hand MetaRM step: {diff} in {name}");
 
     // The test can tell: the vanilla step (BT gradient at θ) and the step applied at θ' differ.
     let g_vanilla = bt_grads(&theta, &theta, &rm, &pairs, &ad);
-    let vanilla = theta.clone().map(&mut FirstAdamStep { grads: &g_vanilla, lr, eps }).hf_tensors();
-    let at_prime = theta_prime.clone().map(&mut FirstAdamStep { grads: &g_l, lr, eps }).hf_tensors();
+    let vanilla = theta.clone().map(&mut Update { grads: &g_vanilla, step: Step::FirstAdam { lr, eps } }).hf_tensors();
+    let at_prime = theta_prime.clone().map(&mut Update { grads: &g_l, step: Step::FirstAdam { lr, eps } }).hf_tensors();
     assert!(max_abs_diff(&trained, &vanilla).0 > 50.0 * 2e-5, "MetaRM indistinguishable from a plain step");
     assert!(max_abs_diff(&trained, &at_prime).0 > 50.0 * 2e-5, "the update must apply to θ, not θ'");
 

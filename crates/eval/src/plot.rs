@@ -8,6 +8,7 @@
 
 use crate::metrics::CalibrationBin;
 use plotters::coord::types::RangedCoordf64;
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
 use plotters::prelude::*;
@@ -184,27 +185,25 @@ fn xy_chart<'a, 'b>(
     (x_label, y_label): (&str, &str),
     top: u32,
 ) -> DrawResult<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
-    let mut chart = ChartBuilder::on(area)
-        .margin(10)
-        .margin_top(top)
-        .margin_right(24)
-        .x_label_area_size(60)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x.clone(), y.clone())?;
+    let mut chart = plot_area(area).margin_top(top).build_cartesian_2d(x.clone(), y.clone())?;
     let (x_decimals, y_decimals) = (tick_decimals(&x), tick_decimals(&y));
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
+    house_mesh(chart.configure_mesh().x_desc(x_label).y_desc(y_label))
         .x_label_formatter(&|&v| tick_label(v, x_decimals))
         .y_label_formatter(&|&v| tick_label(v, y_decimals))
-        .label_style(font(LABEL_SIZE))
-        .axis_desc_style(font(LABEL_SIZE))
-        .axis_style(INK)
-        .bold_line_style(GRID)
-        .light_line_style(TRANSPARENT)
         .draw()?;
     Ok(chart)
+}
+
+/// The margins and label areas of an x-y chart (line charts, reliability diagram, histogram).
+fn plot_area<'a, 'b>(area: &'a Area<'b>) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(10).margin_right(24).x_label_area_size(60).y_label_area_size(80);
+    builder
+}
+
+/// The house style of a chart's mesh: fonts, ink, major grid lines only.
+fn house_mesh<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    mesh.label_style(font(LABEL_SIZE)).axis_desc_style(font(LABEL_SIZE)).axis_style(INK).bold_line_style(GRID).light_line_style(TRANSPARENT)
 }
 
 /// Decimals that tell ticks apart: plotters puts about ten of them on an axis, at multiples of
@@ -457,24 +456,9 @@ pub fn histogram(path: &Path, title: &str, x_label: &str, values: &[f64], bins: 
     render_png(path, (WIDTH, HEIGHT), |root| {
         let area = frame(root, title, &[])?;
         // Counts on an integer axis, so ticks never fall between whole numbers.
-        let mut chart = ChartBuilder::on(&area)
-            .margin(10)
-            .margin_right(24)
-            .x_label_area_size(60)
-            .y_label_area_size(80)
-            .build_cartesian_2d(x.clone(), 0u32..top)?;
+        let mut chart = plot_area(&area).build_cartesian_2d(x.clone(), 0u32..top)?;
         let decimals = tick_decimals(&x);
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc("count")
-            .x_label_formatter(&|&v| tick_label(v, decimals))
-            .label_style(font(LABEL_SIZE))
-            .axis_desc_style(font(LABEL_SIZE))
-            .axis_style(INK)
-            .bold_line_style(GRID)
-            .light_line_style(TRANSPARENT)
-            .draw()?;
+        house_mesh(chart.configure_mesh().x_desc(x_label).y_desc("count")).x_label_formatter(&|&v| tick_label(v, decimals)).draw()?;
         for (i, &count) in counts.iter().enumerate().filter(|&(_, &c)| c > 0) {
             let corners = [(x.start + i as f64 * width, 0), (x.start + (i + 1) as f64 * width, count as u32)];
             chart.draw_series([Rectangle::new(corners, BARS.filled())])?;

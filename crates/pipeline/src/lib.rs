@@ -10,6 +10,7 @@ pub mod interpolate;
 pub mod lock;
 pub mod recipe;
 pub mod report;
+pub mod runs;
 pub mod scoring;
 pub mod secrets;
 pub mod settings;
@@ -22,7 +23,7 @@ pub use evaluate::{evaluate_models, Entry, EvalOptions, Evaluation};
 pub use recipe::{read_recipe, Recipe};
 pub use scoring::{combine_models, load_reward_model, member_stats, normalize_members, score_models};
 pub use settings::{apply_sets, parse_toml_strict, train_config_from_sets};
-pub use strength::{compute_strength, run_strength, strength_rows, write_strength_pairs, write_strength_report, Strength};
+pub use strength::{compute_strength, run_strength, strength_of_pairs, strength_rows, write_strength_pairs, write_strength_report, Strength};
 pub use train_set::{prepare_train_set, TrainSet};
 
 /// Errors of the pipelines: those of the crates they drive, and settings that cannot run.

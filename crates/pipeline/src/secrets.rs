@@ -14,14 +14,14 @@
 use crate::evaluate::{evaluate_models, Entry, EvalOptions};
 use crate::recipe::Recipe;
 use crate::settings::apply_sets;
-use crate::strength::{compute_strength, strength_rows, write_strength_pairs, write_strength_report};
+use crate::strength::strength_of_pairs;
 use crate::train_set::prepare_train_set;
-use crate::warm::{finished_run_matches, probe_config};
+use crate::runs::{linear_probe, probe_config, reuse_or_train};
 use crate::{config_error, Result};
 use burn::tensor::Device;
 use rmtrain_data::Pair;
 use rmtrain_eval::{render_markdown_table, Align, BarSeries, StrengthSummary};
-use rmtrain_train::trainer::{can_resume, Trainable};
+use rmtrain_train::trainer::Trainable;
 use rmtrain_train::{TrainConfig, TrainRequest};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -85,17 +85,6 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
         progress: opts.progress,
         trainable: Trainable::All,
     };
-    let train_or_reuse = |label: &str, req: TrainRequest, data: &Path| -> Result<()> {
-        if finished_run_matches(&req.out.join("model"), &req.config, req.train_data_sha256.as_deref().unwrap_or(""), &req.init)? {
-            eprintln!("secrets: {label} already trained, reusing {}", req.out.join("model").display());
-            return Ok(());
-        }
-        let mut req = req;
-        req.resume = can_resume(&req)?;
-        eprintln!("secrets: training {label}{}", if req.resume { " (resuming its newest checkpoint)" } else { "" });
-        rmtrain_train::train(req).map_err(|e| e.in_file(data))?;
-        Ok(())
-    };
     let arm_configs = arm_configs(recipe, &set.pairs)?;
 
     // 0. The shared init: the backbone's new head, linear-probed (LP-FT), or the backbone itself.
@@ -103,16 +92,9 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
         Some(i) => {
             let t = Instant::now();
             let probe = probe_config(&plain_config(&recipe.train), i.linear_probe_steps, i.linear_probe_lr);
-            let run = out.join("shared-init");
-            let mut req = request(probe, &recipe.model.backbone, &set.pairs, &set.data_sha256, run.clone());
-            req.trainable = Trainable::HeadOnly;
-            if !finished_run_matches(&run.join("model"), &req.config, &set.data_sha256, &recipe.model.backbone)? {
-                eprintln!("secrets: shared init: new head (seed {}), linear probe {} steps", req.config.seed, i.linear_probe_steps);
-                let _ = std::fs::remove_dir_all(&run); // an interrupted probe restarts from scratch
-                rmtrain_train::train(req).map_err(|e| e.in_file(&recipe.data.train))?;
-            }
+            let init = linear_probe(request(probe, &recipe.model.backbone, &set.pairs, &set.data_sha256, out.join("shared-init")), "secrets")?;
             time("linear_probe", t);
-            run.join("model")
+            init
         }
         None => recipe.model.backbone.clone(),
     };
@@ -127,16 +109,13 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
             let seed = s.first_seed + k as u64;
             let cfg = TrainConfig { seed, data_seed: Some(seed), ..plain_config(&recipe.train) };
             let run = out.join("strength").join(format!("voter-{k}"));
-            train_or_reuse(&format!("strength voter {k} (seed {seed})"), request(cfg, &init, &set.pairs, &set.data_sha256, run.clone()), &recipe.data.train)?;
+            reuse_or_train(request(cfg, &init, &set.pairs, &set.data_sha256, run.clone()), "secrets", &format!("strength voter {k} (seed {seed})"), "", &recipe.data.train)?;
             voters.push(run.join("model"));
         }
         time("voters", t);
         let t = Instant::now();
-        let computed = compute_strength(&voters, &set.pairs, None, opts.device, opts.progress)?;
         let path = out.join("strength").join("train.strength.jsonl");
-        write_strength_pairs(&path, &set.pairs, &computed)?;
-        let summary = rmtrain_eval::summarize_strength(&strength_rows(&set.pairs, &computed), voters.len());
-        write_strength_report(&out.join("strength"), &summary, &computed.mean, &voters)?;
+        let summary = strength_of_pairs(&voters, &set.pairs, &path, Some(&out.join("strength")), None, opts.device, opts.progress)?;
         eprintln!("{}", rmtrain_eval::strength_markdown(&summary));
         train_pairs = rmtrain_data::read_pairs(&path)?;
         data_sha = format!("{}+strength:{}", set.data_sha256, rmtrain_core::sha256_file(&path)?);
@@ -173,7 +152,7 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
             let cfg = TrainConfig { seed, data_seed: Some(seed), ..base.clone() };
             let run = out.join("arms").join(arm_folder(&arm.name)).join(format!("seed-{seed}"));
             let arm_started = Instant::now();
-            train_or_reuse(&format!("arm {:?} seed {seed}", arm.name), request(cfg, &init, &train_pairs, &data_sha, run.clone()), &train_file)?;
+            reuse_or_train(request(cfg, &init, &train_pairs, &data_sha, run.clone()), "secrets", &format!("arm {:?} seed {seed}", arm.name), "", &train_file)?;
             time(&format!("arm {} seed {seed}", arm.name), arm_started);
             runs.push(run);
         }
@@ -227,10 +206,7 @@ fn arm_configs(recipe: &Recipe, train_pairs: &[Pair]) -> Result<Vec<TrainConfig>
     let mut configs = Vec::with_capacity(ablation.arms.len());
     for arm in &ablation.arms {
         let cfg = apply_sets(&recipe.train, &arm.set).map_err(|e| config_error(format!("ablation arm {:?}: {e}", arm.name)))?;
-        let reads_strength = cfg.flip.is_some()
-            || cfg.loss.adaptive_margin.is_some()
-            || (cfg.loss.label_smoothing.is_some() && cfg.loss.smoothing_pairs == rmtrain_train::SmoothingPairs::NegativeStrength);
-        if reads_strength
+        if cfg.reads_strength()
             && recipe.strength.is_none()
             && let Some(p) = train_pairs.iter().find(|p| p.strength.is_none())
         {

@@ -158,16 +158,28 @@ pub fn run_strength(
     progress: bool,
 ) -> Result<StrengthSummary> {
     require_two_models(models)?; // before reading the data
-    let pairs = rmtrain_data::read_pairs(data)?;
-    let strength = compute_strength(models, &pairs, max_length, device, progress)?;
+    strength_of_pairs(models, &rmtrain_data::read_pairs(data)?, out, report_dir, max_length, device, progress)
+}
+
+/// [`run_strength`] on pairs already read (a recipe's train pairs).
+pub fn strength_of_pairs(
+    models: &[PathBuf],
+    pairs: &[Pair],
+    out: &Path,
+    report_dir: Option<&Path>,
+    max_length: Option<usize>,
+    device: &Device,
+    progress: bool,
+) -> Result<StrengthSummary> {
+    let strength = compute_strength(models, pairs, max_length, device, progress)?;
     if strength.truncated_texts > 0 {
         eprintln!(
             "rmtrain: info: {} distinct texts are longer than max_length tokens and were scored truncated (cut from the right)",
             strength.truncated_texts
         );
     }
-    let summary = summarize_strength(&strength_rows(&pairs, &strength), models.len());
-    write_strength_pairs(out, &pairs, &strength)?;
+    let summary = summarize_strength(&strength_rows(pairs, &strength), models.len());
+    write_strength_pairs(out, pairs, &strength)?;
     if let Some(dir) = report_dir {
         write_strength_report(dir, &summary, &strength.mean, models)?;
     }

@@ -12,9 +12,9 @@
 
 use crate::evaluate::{evaluate_models, Entry, EvalOptions, Evaluation};
 use crate::interpolate::{barriers, curve_ts, interpolation_curve, plot_curve};
-use crate::lock::FileLock;
 use crate::recipe::Recipe;
 use crate::report::{write_noise_report, write_warm_report};
+use crate::runs::{linear_probe, probe_config, reuse_or_train};
 use crate::scoring::load_reward_model;
 use crate::train_set::{prepare_train_set, TrainSet};
 use crate::{config_error, Result};
@@ -23,8 +23,8 @@ use rmtrain_data::Pair;
 use rmtrain_eval::PairMetrics;
 use rmtrain_merge::{average_checkpoints, AverageOptions, Combine};
 use rmtrain_models::ScoreOptions;
-use rmtrain_train::trainer::{can_resume, Trainable};
-use rmtrain_train::{Schedule, TrainConfig, TrainRequest};
+use rmtrain_train::trainer::Trainable;
+use rmtrain_train::{TrainConfig, TrainRequest};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -183,41 +183,26 @@ impl<'a> WarmRun<'a> {
     ///    Built under a lock, reused when it matches.
     fn shared_init(&self) -> Result<PathBuf> {
         let members = self.recipe.members.as_ref().expect("a WARM recipe");
-        let run = self.out.join("shared-init");
-        let init = run.join("model");
         let probe = probe_config(&self.recipe.train, members.shared_linear_probe_steps, members.linear_probe_lr);
-        let _lock = FileLock::acquire(&self.out.join("shared-init.lock"), "warm: shared init")?;
-        if finished_run_matches(&init, &probe, &self.set.data_sha256, &self.recipe.model.backbone)? {
-            return Ok(init);
-        }
-        eprintln!("warm: shared init: new head (seed {}), linear probe {} steps", probe.seed, members.shared_linear_probe_steps);
-        let _ = std::fs::remove_dir_all(&run); // an interrupted probe restarts from scratch
-        rmtrain_train::train(self.request(probe, self.recipe.model.backbone.clone(), run, Trainable::HeadOnly))?;
-        Ok(init)
+        linear_probe(self.request(probe, self.recipe.model.backbone.clone(), self.out.join("shared-init"), Trainable::HeadOnly), "warm")
     }
 
     /// 2. Member `k` from the shared init: reused when it finished with these settings, resumed
     ///    when its newest checkpoint is a stop of this run, else trained fresh.
     fn train_member(&mut self, k: usize, init: &Path) -> Result<()> {
         let cfg = self.recipe.member_config(k);
-        let dir = self.member_dir(k);
-        if finished_run_matches(&dir.join("model"), &cfg, &self.set.data_sha256, init)? {
-            eprintln!("warm: member {k} already trained, reusing {}", dir.join("model").display());
-            return Ok(());
-        }
         let started = Instant::now();
-        let mut req = self.request(cfg.clone(), init.to_path_buf(), dir, Trainable::All);
-        req.resume = can_resume(&req)?;
-        eprintln!(
-            "warm: member {k}: seed {}, data seed {}, lr {}, dropout {}{}",
+        let detail = format!(
+            ": seed {}, data seed {}, lr {}, dropout {}",
             cfg.seed,
             cfg.data_seed.unwrap_or(cfg.seed),
             cfg.lr,
-            cfg.dropout.map_or("as the model config".to_string(), |p| p.to_string()),
-            if req.resume { " (resuming its newest checkpoint)" } else { "" }
+            cfg.dropout.map_or("as the model config".to_string(), |p| p.to_string())
         );
-        rmtrain_train::train(req)?;
-        self.time(&format!("member_{k}"), started);
+        let req = self.request(cfg, init.to_path_buf(), self.member_dir(k), Trainable::All);
+        if reuse_or_train(req, "warm", &format!("member {k}"), &detail, &self.recipe.data.train)? {
+            self.time(&format!("member_{k}"), started);
+        }
         Ok(())
     }
 
@@ -292,39 +277,4 @@ impl<'a> WarmRun<'a> {
         self.time("interpolation", started);
         Ok(())
     }
-}
-
-/// The settings of a shared linear probe (LP-FT): `train` at a constant `lr` for `steps` steps,
-/// without warm-up or step checkpoints; the backbone methods (MetaRM, contrastive) are off, as
-/// only the head learns.
-pub(crate) fn probe_config(train: &TrainConfig, steps: u64, lr: f64) -> TrainConfig {
-    let mut probe = TrainConfig {
-        lr,
-        schedule: Schedule::Constant,
-        warmup_ratio: 0.0,
-        warmup_steps: Some(0),
-        max_steps: Some(steps),
-        save_every: 0,
-        keep_checkpoints: 1,
-        metarm: None,
-        ..train.clone()
-    };
-    probe.loss.contrastive = None;
-    probe
-}
-
-/// Whether `model` is a finished run of exactly `cfg` on this data from this init (reusable).
-pub(crate) fn finished_run_matches(model: &Path, cfg: &TrainConfig, data_sha: &str, init: &Path) -> Result<bool> {
-    let Ok(m) = rmtrain_core::Manifest::read(model) else { return Ok(false) };
-    if !model.join("model.safetensors").is_file() {
-        return Ok(false);
-    }
-    let init_sha = rmtrain_core::sha256_file(&init.join("model.safetensors")).ok();
-    let same = m.train_config == serde_json::to_value(cfg).expect("a config serializes")
-        && m.train_data_sha256.as_deref() == Some(data_sha)
-        && m.init_weights_sha256 == init_sha;
-    if !same {
-        eprintln!("warm: {} was trained with other settings, data or init: training it again", model.display());
-    }
-    Ok(same)
 }

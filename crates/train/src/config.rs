@@ -316,6 +316,14 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether a setting reads each pair's preference strength μ̂ (`strength_mean`): the flip, the
+    /// adaptive margin, or smoothing of the μ̂ < 0 pairs.
+    pub fn reads_strength(&self) -> bool {
+        self.flip.is_some()
+            || self.loss.adaptive_margin.is_some()
+            || (self.loss.label_smoothing.is_some() && self.loss.smoothing_pairs == SmoothingPairs::NegativeStrength)
+    }
+
     /// The clipping threshold, None when clipping is off.
     pub fn clip_norm(&self) -> Option<f64> {
         (self.max_grad_norm > 0.0).then_some(self.max_grad_norm)

@@ -200,16 +200,22 @@ const LENGTH_GROUP_BATCHES: usize = 50;
 /// seeded permutation of the meta set, a new permutation each time the set is used up, so the
 /// groups of any step follow from the seed alone (resume draws what the uninterrupted run drew).
 fn meta_batch(n: usize, per_step: usize, seed: u64, step: u64) -> Vec<usize> {
-    let per_step = per_step.min(n);
-    let mut out = Vec::with_capacity(per_step);
-    for k in 0..per_step as u64 {
-        let pos = step * per_step as u64 + k;
-        let (cycle, at) = (pos / n as u64, (pos % n as u64) as usize);
+    let per_step = per_step.min(n) as u64;
+    let pass = |cycle: u64| {
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(mix_seed(seed, 0x3E7A, cycle)));
-        out.push(order[at]);
-    }
-    out
+        order
+    };
+    let mut current: Option<(u64, Vec<usize>)> = None;
+    (step * per_step..(step + 1) * per_step)
+        .map(|pos| {
+            let cycle = pos / n as u64;
+            if current.as_ref().is_none_or(|(c, _)| *c != cycle) {
+                current = Some((cycle, pass(cycle)));
+            }
+            current.as_ref().expect("set above").1[(pos % n as u64) as usize]
+        })
+        .collect()
 }
 
 /// θ + η·g as new autodiff leaves with the same parameter ids (parameters without a gradient
@@ -221,15 +227,14 @@ fn ascend<M: Module>(model: &M, grads: &GradientsParams, eta: f64) -> M {
     }
     impl ModuleMapper for Ascend<'_> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let id = param.id;
-            let grad = self.grads.get::<D>(id);
+            let grad = self.grads.get::<D>(param.id);
             param.map(|t| {
-                let base = Tensor::<D>::from_inner(t.clone().inner());
+                let inner = t.inner();
                 let moved = match grad {
-                    Some(g) => Tensor::<D>::from_inner(t.inner() + g.mul_scalar(self.eta)),
-                    None => base,
+                    Some(g) => inner + g.mul_scalar(self.eta),
+                    None => inner,
                 };
-                moved.require_grad()
+                Tensor::<D>::from_inner(moved).require_grad()
             })
         }
     }
@@ -429,6 +434,7 @@ impl Run {
             None => None,
         };
         let at = adapted.as_ref().unwrap_or(&self.model);
+        let mut contrastive_sum: Option<f64> = None;
         for (m, chunk) in batch.chunks(micro).enumerate() {
             let parts: Vec<&[usize]> = split_even(chunk, replicas);
             let step = self.step;
@@ -439,11 +445,14 @@ impl Run {
                 accumulator.accumulate(&self.model, r.grads);
                 self.window.add(r.loss_times_n, &r.r_chosen, &r.r_rejected);
                 if let Some(cl) = r.contrastive_times_n {
-                    self.window.extra("contrastive_loss", cl / batch.len() as f64);
+                    *contrastive_sum.get_or_insert(0.0) += cl;
                 }
                 loss_sum += r.loss_times_n;
                 tokens += r.tokens;
             }
+        }
+        if let Some(cl) = contrastive_sum {
+            self.window.extra("contrastive_loss", cl / batch.len() as f64);
         }
         let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm(&self.model, &mut grads, cfg.clip_norm());
@@ -478,20 +487,9 @@ impl Run {
             return Err(TrainError::NonFinite { step: self.step + 1, what: "MetaRM difference loss or its gradient".into(), value: j_before + grad_norm });
         }
         let adapted = ascend(&self.model, &grads, meta.eta);
-        let j_after = {
-            let inner = adapted.valid();
-            let seqs: Vec<&[u32]> = groups.iter().flat_map(|&g| self.meta[g].iter().map(Vec::as_slice)).collect();
-            let (ids, mask) = self.template.tokenizer.collate(&seqs).to_tensors(&self.ad);
-            let rewards = inner.net.forward_with(ids.inner(), mask.inner(), None);
-            let mut start = 0;
-            let mut sum = 0.0;
-            for &g in &groups {
-                let k = self.meta[g].len();
-                sum += difference_loss(rewards.clone().narrow(0, start, k)).into_scalar::<f32>() as f64;
-                start += k;
-            }
-            sum / groups.len() as f64
-        };
+        let j_after = groups_difference_loss(&adapted.valid().net, &self.template.tokenizer, &self.meta, &groups, &self.ad.clone().inner())
+            .into_scalar::<f32>() as f64
+            / groups.len() as f64;
         Ok((adapted, vec![("metarm_j_before", j_before), ("metarm_j_after", j_after), ("metarm_grad_norm", grad_norm), ("metarm_step_norm", meta.eta * grad_norm)]))
     }
 
@@ -653,10 +651,7 @@ fn adamw_with_no_decay_group(cfg: &TrainConfig, model: &Trained) -> ModuleOptimi
 /// how many were flipped.
 fn prepare_pairs(cfg: &TrainConfig, all: &[Pair]) -> Result<(Vec<Pair>, usize), TrainError> {
     let mut pairs = all[..cfg.max_train_pairs.map_or(all.len(), |n| n.min(all.len()))].to_vec();
-    let needs_strength = cfg.flip.is_some()
-        || cfg.loss.adaptive_margin.is_some()
-        || (cfg.loss.label_smoothing.is_some() && cfg.loss.smoothing_pairs == SmoothingPairs::NegativeStrength);
-    if needs_strength && let Some(p) = pairs.iter().find(|p| !p.strength.is_some_and(f64::is_finite)) {
+    if cfg.reads_strength() && let Some(p) = pairs.iter().find(|p| !p.strength.is_some_and(f64::is_finite)) {
         return Err(TrainError::TrainPair {
             line: p.line,
             message: "field \"strength_mean\": missing or not finite; train.flip, train.loss.adaptive_margin and smoothing_pairs = \"negative_strength\" need the preference strength of every pair (run `rmtrain strength`, or a recipe's [strength] stage)".into(),
@@ -741,7 +736,9 @@ impl ReplicaCtx<'_> {
         let b = self.tokenizer.collate(&seqs);
         let (ids, mask) = b.to_tensors(self.device);
         let n = part.len();
-        let (loss, r_c, r_r, contrastive_loss) = match &self.cfg.loss.contrastive {
+        // `rm_loss` is what is logged as `loss`: the RM loss alone (over both views), comparable
+        // across arms; the contrastive term is logged apart, unweighted.
+        let (loss, rm_loss, r_c, r_r, contrastive_loss) = match &self.cfg.loss.contrastive {
             None => {
                 let mut rng = DropoutRng::new(dropout_seed);
                 // [2 · pairs]: chosen then rejected
@@ -751,7 +748,8 @@ impl ReplicaCtx<'_> {
                 };
                 let r_c = rewards.clone().narrow(0, 0, n);
                 let r_r = rewards.narrow(0, n, n);
-                (pair_loss(self.cfg, r_c.clone(), r_r.clone(), part, self.pairs, self.device), r_c, r_r, None)
+                let loss = pair_loss(self.cfg, r_c.clone(), r_r.clone(), part, self.pairs, self.device);
+                (loss.clone(), loss, r_c, r_r, None)
             }
             Some(c) => {
                 let views: Vec<(Tensor<1>, Tensor<2>)> = (0..2u64)
@@ -769,8 +767,8 @@ impl ReplicaCtx<'_> {
                 let cl = contrastive_loss(c, h.swap_remove(0), h.swap_remove(0), model.prototypes.as_ref());
                 let rm = (rm.swap_remove(0) + rm.swap_remove(0)).div_scalar(2.0);
                 let (rewards, _) = &views[0];
-                let loss = rm + cl.clone().mul_scalar(c.beta);
-                (loss, rewards.clone().narrow(0, 0, n), rewards.clone().narrow(0, n, n), Some(cl))
+                let loss = rm.clone() + cl.clone().mul_scalar(c.beta);
+                (loss, rm, rewards.clone().narrow(0, 0, n), rewards.clone().narrow(0, n, n), Some(cl))
             }
         };
         // Parts are weighted by their share of the step (the last may be short).
@@ -779,11 +777,8 @@ impl ReplicaCtx<'_> {
             Some(ids) => GradientsParams::from_params(&mut grads, model, ids),
             None => GradientsParams::from_grads(grads, model),
         };
-        // The logged `loss` is the RM loss alone (over both views), comparable across arms; the
-        // contrastive term is logged apart, unweighted.
         let cl = contrastive_loss.map(|cl| cl.into_scalar::<f32>() as f64);
-        let beta = self.cfg.loss.contrastive.as_ref().map_or(0.0, |c| c.beta);
-        let loss = loss.into_scalar::<f32>() as f64 - beta * cl.unwrap_or(0.0);
+        let loss = rm_loss.into_scalar::<f32>() as f64;
         ReplicaResult {
             grads,
             loss_times_n: loss * n as f64,
@@ -799,21 +794,26 @@ impl ReplicaCtx<'_> {
     /// value times that share. Dropout is off: J measures how far apart the model puts a group's
     /// responses, not the noise of dropout.
     fn meta_forward_backward(&self, model: &Trained, meta: &[Vec<Vec<u32>>], groups: &[usize], total: usize) -> (GradientsParams, f64) {
-        let seqs: Vec<&[u32]> = groups.iter().flat_map(|&g| meta[g].iter().map(Vec::as_slice)).collect();
-        let b = self.tokenizer.collate(&seqs);
-        let (ids, mask) = b.to_tensors(self.device);
-        let rewards = model.net.forward_with(ids, mask, None);
-        let mut start = 0;
-        let mut j = Vec::with_capacity(groups.len());
-        for &g in groups {
-            let k = meta[g].len();
-            j.push(difference_loss(rewards.clone().narrow(0, start, k)));
-            start += k;
-        }
-        let j = Tensor::cat(j, 0).sum().div_scalar(total as f64);
+        let j = groups_difference_loss(&model.net, self.tokenizer, meta, groups, self.device).div_scalar(total as f64);
         let value = j.clone().into_scalar::<f32>() as f64;
         (GradientsParams::from_grads(j.backward(), model), value)
     }
+}
+
+/// Σ of J over `groups` of the meta set, from one forward (no dropout) of all their texts on
+/// `device`: the ascent's objective and, at θ', the logged J after the inner step.
+fn groups_difference_loss(net: &RewardNetwork, tokenizer: &rmtrain_models::RmTokenizer, meta: &[Vec<Vec<u32>>], groups: &[usize], device: &Device) -> Tensor<1> {
+    let seqs: Vec<&[u32]> = groups.iter().flat_map(|&g| meta[g].iter().map(Vec::as_slice)).collect();
+    let (ids, mask) = tokenizer.collate(&seqs).to_tensors(device);
+    let rewards = net.forward_with(ids, mask, None);
+    let mut start = 0;
+    let mut j = Vec::with_capacity(groups.len());
+    for &g in groups {
+        let k = meta[g].len();
+        j.push(difference_loss(rewards.clone().narrow(0, start, k)));
+        start += k;
+    }
+    Tensor::cat(j, 0).sum()
 }
 
 /// MetaRM's difference loss of one group's rewards r [k] (Secrets of RLHF II Eq. 11):
@@ -998,7 +998,7 @@ struct Window {
     steps: usize,
     tokens: usize,
     seconds: f64,
-    /// Per-step values of the optional methods (MetaRM's J, the contrastive loss): sum and count.
+    /// One value per step of the optional methods (MetaRM's J, the contrastive loss): sum and count.
     extras: Vec<(&'static str, f64, usize)>,
 }
 
@@ -1051,9 +1051,7 @@ impl Window {
             "pairs_per_second": self.pairs as f64 / self.seconds.max(1e-9),
         });
         for (name, sum, count) in &self.extras {
-            // contrastive_loss is added once per replica part, already weighted by its share.
-            let mean = if *name == "contrastive_loss" { sum / self.steps.max(1) as f64 } else { sum / *count as f64 };
-            out[*name] = mean.into();
+            out[*name] = (sum / *count as f64).into();
         }
         *self = Window::default();
         match out {
