@@ -1,19 +1,29 @@
-//! `rmtrain bench train|score`: throughput on synthetic ids with a full mask, the protocol of
-//! ../shared/bench/rm_step_bench.py: warm-up steps, then the median of timed steps. A train step
-//! is forward of chosen+rejected together, Bradley–Terry loss, backward, global clip 1.0 and an
-//! AdamW step, with the batch shared by `--replicas` threads as training does; a score step is
-//! the forward of the same 2·B sequences. The train breakdown (forward, backward, clip, step) is
-//! of the whole step: forward = slowest replica's forward, backward = until all gradients are in.
+//! `rmtrain bench train|score`: throughput of one reward model on one device.
+//!
+//! Synthetic (default): the protocol of ../shared/bench/rm_step_bench.py: 2·B random ids of
+//! `--seq` tokens with a full mask, warm-up steps, then the median of timed steps. A train step is
+//! forward of chosen+rejected together, Bradley–Terry loss, backward, global clip 1.0 and an AdamW
+//! step, with the batch shared by `--replicas` threads as training does (dropout off unless
+//! `--dropout`, as the reference); a score step is the forward of the same 2·B sequences. The
+//! train breakdown (forward, backward, clip, step) is of the whole step: forward = slowest
+//! replica's forward, backward = until all gradients are in.
+//!
+//! Real data (`--data F.jsonl`): one pass over the pairs in batches of B, each padded to its
+//! longest text as training does, in a seeded shuffle or (`--group-by-length`) in the trainer's
+//! length-grouped order; scoring batches 2·B texts in file order or sorted by length. Reported:
+//! pairs/s and tokens/s over the timed pass, the padding share, and GFLOP/s of the matmul work done
+//! (padded tokens, the reference's analytic count: train = 3 × forward).
 
 use crate::device::parse_device;
 use crate::verbs::at_least;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
-use rmtrain_models::{RewardModel, RewardNet};
+use rmtrain_models::{ModelConfig, RewardModel, RewardNet, RewardNetwork};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -25,21 +35,23 @@ pub enum BenchKind {
 #[derive(Args)]
 #[command(after_help = "Examples:
   rmtrain bench train --model assets/all-MiniLM-L6-v2 --batch 8 --seq 128
-  rmtrain bench score --model assets/all-MiniLM-L6-v2 --batch 8 --seq 128 --steps 20")]
+  rmtrain bench score --model assets/all-MiniLM-L6-v2 --batch 8 --seq 128 --steps 20
+  rmtrain bench train --model assets/all-MiniLM-L6-v2 --batch 16 --data data/vader/movie.mean.train.jsonl --limit 3000 --group-by-length")]
 pub struct BenchArgs {
     pub kind: BenchKind,
     #[arg(long)]
-    pub model: std::path::PathBuf,
+    pub model: PathBuf,
     /// Pairs per step (2·batch sequences).
     #[arg(long, default_value_t = 8, value_parser = at_least::<1>)]
     pub batch: usize,
-    /// Tokens per sequence: 2 up to the model's max_position_embeddings.
+    /// Tokens per sequence: 2 up to the model's max_position_embeddings (with --data: the
+    /// truncation length).
     #[arg(long, default_value_t = 128, value_parser = at_least::<2>)]
     pub seq: usize,
-    /// Untimed steps first (0 = none).
+    /// Untimed steps first (0 = none); with --data, on the first batches before the timed pass.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    /// Timed steps; the median is reported.
+    /// Timed steps; the median is reported (synthetic only: --data times one pass).
     #[arg(long, default_value_t = 10, value_parser = at_least::<1>)]
     pub steps: usize,
     #[arg(long, default_value = "cpu")]
@@ -48,6 +60,40 @@ pub struct BenchArgs {
     /// --batch are used.
     #[arg(long, default_value_t = 2, value_parser = at_least::<1>)]
     pub replicas: usize,
+    /// Train with the model's dropout (the reference harness turns it off by default).
+    #[arg(long)]
+    pub dropout: bool,
+    /// Real pairs (JSONL, any format `rmtrain train` reads) instead of synthetic ids: one pass.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// With --data: only the first N pairs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// With --data: batches of similar length (train: the trainer's `group_by_length` order;
+    /// score: texts sorted by length, as `rmtrain score` does).
+    #[arg(long)]
+    pub group_by_length: bool,
+    /// With --data: the shuffle seed (train order).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// The inputs of one step for one replica: 2·n rows (chosen rows first), n pairs.
+struct Share {
+    ids: Tensor<2, Int>,
+    mask: Tensor<2, Bool>,
+    pairs: usize,
+}
+
+/// Per-step figures: wall seconds, the train breakdown, pairs, real and padded tokens, matmul FLOPs.
+#[derive(Default, Clone, Copy)]
+struct StepStats {
+    seconds: f64,
+    parts: [f64; 4],
+    pairs: f64,
+    tokens: f64,
+    padded_tokens: f64,
+    flops: f64,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -64,93 +110,266 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let model = a.model.display();
         bail!("--seq {}: {model} has max_position_embeddings = {positions}; use --seq {positions} or less", a.seq);
     }
-    let vocab = rm.config.vocab_size() as i64;
-    let n = 2 * a.batch;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let ids: Vec<i64> = (0..n * a.seq).map(|_| rng.random_range(1000.min(vocab - 1)..vocab)).collect();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, a.seq]), &device);
-    let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; n * a.seq], [n, a.seq]), &device);
-    let mut times = Vec::new();
-    // Train only: seconds in forward, backward, global-norm clip and optimizer step.
-    let mut parts: Vec<[f64; 4]> = Vec::new();
-    // Pairs of each replica: a contiguous share of the batch (chosen rows i, rejected rows B + i).
-    let replicas = a.replicas.clamp(1, a.batch);
-    let shares: Vec<(usize, usize)> = (0..replicas).map(|k| (k * a.batch / replicas, (k + 1) * a.batch / replicas)).collect();
-    let rows = |t: &Tensor<2, Int>, m: &Tensor<2, Bool>, (lo, hi): (usize, usize)| {
-        let pick = |x: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(x.clone(), [x.len()]), &device);
-        let idx = pick((lo..hi).chain(a.batch + lo..a.batch + hi).map(|i| i as i64).collect());
-        (t.clone().select(0, idx.clone()), m.clone().select(0, idx))
-    };
-    match a.kind {
-        BenchKind::Score => {
-            let net = rm.net.valid();
-            for i in 0..a.warmup + a.steps {
-                let t = Instant::now();
-                rmtrain_train::trainer::run_replicas(&net, replicas, |k, model| {
-                    let (ids, mask) = rows(&ids, &mask, shares[k]);
-                    model.forward(ids, mask).into_data() // forces the computation
-                });
-                if i >= a.warmup {
-                    times.push(t.elapsed().as_secs_f64());
-                }
-            }
-        }
-        BenchKind::Train => {
-            let mut net = rm.net;
-            let mut optim = AdamWConfig::new().with_weight_decay(0.01).with_epsilon(1e-8).init();
-            for i in 0..a.warmup + a.steps {
-                let t = Instant::now();
-                let results = rmtrain_train::trainer::run_replicas(&net, replicas, |k, model| {
-                    let (lo, hi) = shares[k];
-                    let (ids, mask) = rows(&ids, &mask, (lo, hi));
-                    let rewards = model.forward_with(ids, mask, Some(&mut rmtrain_models::DropoutRng::new(i as u64)));
-                    let n = hi - lo;
-                    let loss = rmtrain_train::losses::bradley_terry(rewards.clone().narrow(0, 0, n), rewards.narrow(0, n, n), None)
-                        .mul_scalar(n as f64 / a.batch as f64);
-                    let forward_s = { let _ = loss.clone().into_scalar::<f32>(); t.elapsed().as_secs_f64() };
-                    (GradientsParams::from_grads(loss.backward(), &model), forward_s)
-                });
-                let t_forward = results.iter().map(|r| r.1).fold(0.0, f64::max);
-                let mut acc = burn::optim::GradientsAccumulator::new();
-                for (g, _) in results {
-                    acc.accumulate(&net, g);
-                }
-                let mut grads = acc.grads();
-                let t_backward = t.elapsed().as_secs_f64();
-                rmtrain_train::trainer::clip_global_norm(&net, &mut grads, Some(1.0));
-                let t_clip = t.elapsed().as_secs_f64();
-                net = optim.step(1e-5, net, grads);
-                let _ = net.hf_params().pop().map(|(_, p)| p.to_hf()); // forces the step
-                if i >= a.warmup {
-                    times.push(t.elapsed().as_secs_f64());
-                    parts.push([t_forward, t_backward - t_forward, t_clip - t_backward, t.elapsed().as_secs_f64() - t_clip]);
-                }
-            }
-        }
+    if a.data.is_none() && (a.limit.is_some() || a.group_by_length) {
+        bail!("--limit and --group-by-length need --data");
     }
-    let breakdown: Vec<f64> = (0..4)
-        .map(|k| {
-            let mut v: Vec<f64> = parts.iter().map(|p| p[k]).collect();
-            v.sort_by(|x, y| x.total_cmp(y));
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        })
-        .collect();
+    let replicas = a.replicas.clamp(1, a.batch);
+    let steps = match &a.data {
+        None => synthetic_steps(&a, &rm, &device)?,
+        Some(path) => real_steps(&a, &rm, &device, path)?,
+    };
+    let (warm, timed) = steps.split_at(a.warmup.min(steps.len()));
+    if timed.is_empty() {
+        bail!("no timed step: --warmup {} covers every batch", a.warmup);
+    }
+    let mut times: Vec<f64> = timed.iter().map(|s| s.seconds).collect();
     times.sort_by(|x, y| x.total_cmp(y));
     let median = times[times.len() / 2];
-    let pairs_per_s = a.batch as f64 / median;
+    let sum = |f: fn(&StepStats) -> f64| timed.iter().map(f).sum::<f64>();
+    let (seconds, pairs, tokens, padded, flops) =
+        (sum(|s| s.seconds), sum(|s| s.pairs), sum(|s| s.tokens), sum(|s| s.padded_tokens), sum(|s| s.flops));
     let kind = match a.kind {
         BenchKind::Train => "train",
         BenchKind::Score => "score",
     };
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": kind, "model": a.model, "device": a.device, "batch_pairs": a.batch, "seq": a.seq,
-            "warmup": a.warmup, "steps": a.steps, "replicas": replicas, "median_step_s": median,
-            "pairs_per_s": pairs_per_s, "tokens_per_s": pairs_per_s * 2.0 * a.seq as f64,
-            "median_forward_backward_clip_step_s": if parts.is_empty() { serde_json::Value::Null } else { serde_json::json!(breakdown) },
-            "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        })
-    );
+    let mut out = serde_json::json!({
+        "bench": kind, "model": a.model, "device": a.device, "batch_pairs": a.batch, "seq": a.seq,
+        "replicas": replicas, "dropout": a.dropout, "warmup": warm.len(), "steps": timed.len(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    let fields = out.as_object_mut().expect("an object");
+    if a.data.is_none() {
+        // Synthetic: the median step, as the reference harness reports.
+        let pairs_per_s = a.batch as f64 / median;
+        fields.insert("median_step_s".into(), median.into());
+        fields.insert("pairs_per_s".into(), pairs_per_s.into());
+        fields.insert("tokens_per_s".into(), (pairs_per_s * 2.0 * a.seq as f64).into());
+        fields.insert("gflops_per_s".into(), (timed[0].flops / median / 1e9).into());
+        if matches!(a.kind, BenchKind::Train) {
+            let breakdown: Vec<f64> = (0..4)
+                .map(|k| {
+                    let mut v: Vec<f64> = timed.iter().map(|s| s.parts[k]).collect();
+                    v.sort_by(|x, y| x.total_cmp(y));
+                    v[v.len() / 2]
+                })
+                .collect();
+            fields.insert("median_forward_backward_clip_step_s".into(), serde_json::json!(breakdown));
+        }
+    } else {
+        // Real data: totals over the timed pass.
+        fields.insert("data".into(), serde_json::json!(a.data));
+        fields.insert("group_by_length".into(), a.group_by_length.into());
+        fields.insert("seed".into(), a.seed.into());
+        fields.insert("seconds".into(), seconds.into());
+        fields.insert("pairs".into(), pairs.into());
+        fields.insert("pairs_per_s".into(), (pairs / seconds).into());
+        fields.insert("tokens_per_s".into(), (tokens / seconds).into());
+        fields.insert("padded_tokens_per_s".into(), (padded / seconds).into());
+        fields.insert("pad_fraction".into(), (1.0 - tokens / padded).into());
+        fields.insert("gflops_per_s".into(), (flops / seconds / 1e9).into());
+    }
+    fields.insert("peak_rss_mb".into(), peak_rss_mb().map_or(serde_json::Value::Null, serde_json::Value::from));
+    println!("{out}");
     Ok(())
+}
+
+/// Matmul FLOPs of one sequence's forward of `len` tokens (multiply + add = 2): per layer and
+/// token the Q, K, V, O projections 4h², the FFN 2h·I, attention scores and weighted sum 2·len·h
+/// (multiply-accumulates); plus the pooler on [CLS] and the one-unit head. The count of
+/// ../shared/bench/rm_step_bench.py `analytic_flops`.
+fn forward_flops(config: &ModelConfig, len: usize) -> f64 {
+    match config {
+        ModelConfig::Bert(c) => {
+            let (h, i, l, n) = (c.hidden_size as f64, c.intermediate_size as f64, len as f64, c.num_hidden_layers as f64);
+            n * l * (2.0 * (4.0 * h * h + 2.0 * h * i) + 2.0 * (2.0 * l * h)) + 2.0 * h * h + 2.0 * h
+        }
+    }
+}
+
+/// Peak resident set of this process (VmHWM), MiB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn synthetic_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Device) -> Result<Vec<StepStats>> {
+    let vocab = rm.config.vocab_size() as i64;
+    let n = 2 * a.batch;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let ids: Vec<i64> = (0..n * a.seq).map(|_| rng.random_range(1000.min(vocab - 1)..vocab)).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, a.seq]), device);
+    let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; n * a.seq], [n, a.seq]), device);
+    // Pairs of each replica: a contiguous share of the batch (chosen rows i, rejected rows B + i).
+    let replicas = a.replicas.clamp(1, a.batch);
+    let shares: Vec<Share> = (0..replicas)
+        .map(|k| {
+            let (lo, hi) = (k * a.batch / replicas, (k + 1) * a.batch / replicas);
+            let rows: Vec<i64> = (lo..hi).chain(a.batch + lo..a.batch + hi).map(|i| i as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), device);
+            Share { ids: ids.clone().select(0, idx.clone()), mask: mask.clone().select(0, idx), pairs: hi - lo }
+        })
+        .collect();
+    let flops = 2.0 * a.batch as f64 * forward_flops(&rm.config, a.seq) * train_factor(a.kind);
+    let tokens = 2 * a.batch * a.seq;
+    let mut net = rm.net.clone();
+    let mut optim = AdamWConfig::new().with_weight_decay(0.01).with_epsilon(1e-8).init();
+    let mut out = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let mut s = match a.kind {
+            BenchKind::Score => score_step(&net, &shares),
+            BenchKind::Train => {
+                let (next, s) = train_step(net, &mut optim, &shares, a.batch, a.dropout.then_some(i as u64));
+                net = next;
+                s
+            }
+        };
+        s.pairs = a.batch as f64;
+        s.tokens = tokens as f64;
+        s.padded_tokens = tokens as f64;
+        s.flops = flops;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn train_factor(kind: BenchKind) -> f64 {
+    match kind {
+        BenchKind::Train => 3.0,
+        BenchKind::Score => 1.0,
+    }
+}
+
+fn score_step(net: &RewardNetwork, shares: &[Share]) -> StepStats {
+    let net = net.valid();
+    let t = Instant::now();
+    rmtrain_train::trainer::run_replicas(&net, shares.len(), |k, model| {
+        model.forward(shares[k].ids.clone(), shares[k].mask.clone()).into_data() // forces the computation
+    });
+    StepStats { seconds: t.elapsed().as_secs_f64(), ..StepStats::default() }
+}
+
+fn train_step(
+    net: RewardNetwork,
+    optim: &mut ModuleOptimizer,
+    shares: &[Share],
+    batch: usize,
+    dropout_seed: Option<u64>,
+) -> (RewardNetwork, StepStats) {
+    let t = Instant::now();
+    let results = rmtrain_train::trainer::run_replicas(&net, shares.len(), |k, model| {
+        let s = &shares[k];
+        let mut rng = dropout_seed.map(rmtrain_models::DropoutRng::new);
+        let rewards = model.forward_with(s.ids.clone(), s.mask.clone(), rng.as_mut());
+        let n = s.pairs;
+        let loss = rmtrain_train::losses::bradley_terry(rewards.clone().narrow(0, 0, n), rewards.narrow(0, n, n), None)
+            .mul_scalar(n as f64 / batch as f64);
+        let forward_s = {
+            let _ = loss.clone().into_scalar::<f32>();
+            t.elapsed().as_secs_f64()
+        };
+        (GradientsParams::from_grads(loss.backward(), &model), forward_s)
+    });
+    let t_forward = results.iter().map(|r| r.1).fold(0.0, f64::max);
+    let mut acc = burn::optim::GradientsAccumulator::new();
+    for (g, _) in results {
+        acc.accumulate(&net, g);
+    }
+    let mut grads = acc.grads();
+    let t_backward = t.elapsed().as_secs_f64();
+    rmtrain_train::trainer::clip_global_norm(&net, &mut grads, Some(1.0));
+    let t_clip = t.elapsed().as_secs_f64();
+    let net = optim.step(1e-5, net, grads);
+    let _ = net.hf_params().pop().map(|(_, p)| p.to_hf()); // forces the step
+    let seconds = t.elapsed().as_secs_f64();
+    let parts = [t_forward, t_backward - t_forward, t_clip - t_backward, seconds - t_clip];
+    (net, StepStats { seconds, parts, ..StepStats::default() })
+}
+
+/// One pass over real pairs: `--warmup` untimed batches first (the first batches of the order),
+/// then every batch, timed.
+fn real_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Device, path: &std::path::Path) -> Result<Vec<StepStats>> {
+    let mut pairs = rmtrain_data::read_pairs(path)?;
+    if let Some(n) = a.limit {
+        pairs.truncate(n);
+    }
+    if pairs.is_empty() {
+        bail!("{}: no pairs to benchmark", path.display());
+    }
+    let encoded: Vec<(Vec<u32>, Vec<u32>)> = pairs
+        .iter()
+        .map(|p| Ok((rm.tokenizer.encode(&p.chosen_text())?, rm.tokenizer.encode(&p.rejected_text())?)))
+        .collect::<Result<_>>()
+        .with_context(|| format!("{}: tokenizing", path.display()))?;
+    let replicas = a.replicas.clamp(1, a.batch);
+    // Each batch: rows of texts; each replica takes a contiguous share, padded to its own longest.
+    let share = |rows: &[&[u32]], pairs: f64| -> (Share, StepStats) {
+        let b = rm.tokenizer.collate(rows);
+        let (ids, mask) = b.to_tensors(device);
+        let tokens: usize = rows.iter().map(|r| r.len()).sum();
+        let flops = rows.len() as f64 * forward_flops(&rm.config, b.seq) * train_factor(a.kind);
+        let stats = StepStats { pairs, tokens: tokens as f64, padded_tokens: (b.batch * b.seq) as f64, flops, ..StepStats::default() };
+        (Share { ids, mask, pairs: pairs as usize }, stats)
+    };
+    let add = |mut s: StepStats, parts: &[StepStats]| {
+        for p in parts {
+            s.pairs += p.pairs;
+            s.tokens += p.tokens;
+            s.padded_tokens += p.padded_tokens;
+            s.flops += p.flops;
+        }
+        s
+    };
+    let mut out = Vec::new();
+    match a.kind {
+        BenchKind::Train => {
+            let cfg = rmtrain_train::TrainConfig {
+                batch_size: a.batch,
+                shuffle: true,
+                group_by_length: a.group_by_length,
+                seed: a.seed,
+                ..rmtrain_train::TrainConfig::default()
+            };
+            let order = rmtrain_train::trainer::epoch_order(&encoded, &cfg, 0);
+            let batches: Vec<&[usize]> = order.chunks(a.batch).collect();
+            let mut net = rm.net.clone();
+            let mut optim = AdamWConfig::new().with_weight_decay(0.01).with_epsilon(1e-8).init();
+            for (i, batch) in batches.iter().take(a.warmup).chain(&batches).enumerate() {
+                let k = replicas.min(batch.len());
+                let built: Vec<(Share, StepStats)> = (0..k)
+                    .map(|r| {
+                        let part = &batch[r * batch.len() / k..(r + 1) * batch.len() / k];
+                        let rows: Vec<&[u32]> = part.iter().map(|&p| encoded[p].0.as_slice()).chain(part.iter().map(|&p| encoded[p].1.as_slice())).collect();
+                        share(&rows, part.len() as f64)
+                    })
+                    .collect();
+                let (shares, stats): (Vec<Share>, Vec<StepStats>) = built.into_iter().unzip();
+                let (next, s) = train_step(net, &mut optim, &shares, batch.len(), a.dropout.then_some(i as u64));
+                net = next;
+                out.push(add(s, &stats));
+            }
+        }
+        BenchKind::Score => {
+            let texts: Vec<&[u32]> = encoded.iter().flat_map(|(c, r)| [c.as_slice(), r.as_slice()]).collect();
+            let mut order: Vec<usize> = (0..texts.len()).collect();
+            if a.group_by_length {
+                order.sort_by_key(|&i| texts[i].len());
+            }
+            let batches: Vec<&[usize]> = order.chunks(2 * a.batch).collect();
+            for batch in batches.iter().take(a.warmup).chain(&batches) {
+                let k = replicas.min(batch.len());
+                let built: Vec<(Share, StepStats)> = (0..k)
+                    .map(|r| {
+                        let part = &batch[r * batch.len() / k..(r + 1) * batch.len() / k];
+                        let rows: Vec<&[u32]> = part.iter().map(|&i| texts[i]).collect();
+                        share(&rows, part.len() as f64 / 2.0)
+                    })
+                    .collect();
+                let (shares, stats): (Vec<Share>, Vec<StepStats>) = built.into_iter().unzip();
+                out.push(add(score_step(&rm.net, &shares), &stats));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -33,6 +33,30 @@ fn cpu() -> Device {
     Device::flex()
 }
 
+/// The devices the fixture parity tests run on: flex always, libtorch when the tests were built
+/// with `--features tch` (scripts/setup-libtorch.sh), and the GPU backends compiled in when
+/// `RMTRAIN_TEST_GPU=1` says a GPU is there (a CPU-only machine has no adapter to run them on).
+fn parity_devices() -> Vec<(&'static str, Device)> {
+    #[allow(unused_mut)]
+    let mut v = vec![("cpu", Device::flex())];
+    #[cfg(feature = "tch")]
+    v.push(("tch", {
+        #[allow(deprecated)]
+        Device::libtorch()
+    }));
+    #[allow(unused_variables)]
+    let gpu = std::env::var("RMTRAIN_TEST_GPU").is_ok_and(|g| g == "1");
+    #[cfg(feature = "cuda")]
+    if gpu {
+        v.push(("cuda", Device::cuda(0)));
+    }
+    #[cfg(feature = "wgpu")]
+    if gpu {
+        v.push(("wgpu", Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)));
+    }
+    v
+}
+
 /// Burn seeds one RNG per backend, shared by every thread: tests that train (dropout draws) run
 /// one at a time so each sees only its own seeds.
 static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -51,20 +75,28 @@ fn differing_tensors(a: &Path, b: &Path) -> Vec<String> {
 
 #[test]
 fn tiny_bert_rewards_match_transformers_one_text_at_a_time() {
-    let rm = RewardModel::load(&tiny_rm(), 128, &cpu()).expect("load");
-    for row in jsonl(&fixture("tiny-bert-rm/scores.jsonl")) {
-        let text = row["text"].as_str().expect("text");
-        let ids: Vec<u32> = row["input_ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id") as u32).collect();
-        assert_eq!(rm.tokenizer.encode(text).expect("encode"), ids, "token ids of {text:?}");
-        let r = rm.score_texts(&[text], &ScoreOptions { batch_size: 1, threads: 1 }).expect("score")[0] as f64;
-        let want = row["reward"].as_f64().expect("reward");
-        assert!((r - want).abs() < 1e-4, "{text:?}: {r} vs {want}");
+    for (dev_name, dev) in parity_devices() {
+        let rm = RewardModel::load(&tiny_rm(), 128, &dev).expect("load");
+        for row in jsonl(&fixture("tiny-bert-rm/scores.jsonl")) {
+            let text = row["text"].as_str().expect("text");
+            let ids: Vec<u32> = row["input_ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id") as u32).collect();
+            assert_eq!(rm.tokenizer.encode(text).expect("encode"), ids, "token ids of {text:?}");
+            let r = rm.score_texts(&[text], &ScoreOptions { batch_size: 1, threads: 1 }).expect("score")[0] as f64;
+            let want = row["reward"].as_f64().expect("reward");
+            assert!((r - want).abs() < 1e-4, "{dev_name}: {text:?}: {r} vs {want}");
+        }
     }
 }
 
 #[test]
 fn tiny_bert_rewards_match_transformers_in_one_padded_batch() {
-    let rm = RewardModel::load(&tiny_rm(), 128, &cpu()).expect("load");
+    for (dev_name, dev) in parity_devices() {
+        padded_batch_rewards_match(dev_name, &dev);
+    }
+}
+
+fn padded_batch_rewards_match(dev_name: &str, dev: &Device) {
+    let rm = RewardModel::load(&tiny_rm(), 128, dev).expect("load");
     let rows = jsonl(&fixture("tiny-bert-rm/scores_batched.jsonl"));
     let texts: Vec<&str> = rows.iter().map(|r| r["text"].as_str().expect("text")).collect();
     // One batch padded to the longest text (ours) ...
@@ -85,12 +117,12 @@ fn tiny_bert_rewards_match_transformers_in_one_padded_batch() {
     b.ids = pid;
     b.mask = pmask;
     b.seq = 128;
-    let (t_ids, t_mask) = b.to_tensors(&cpu());
+    let (t_ids, t_mask) = b.to_tensors(dev);
     let padded: Vec<f32> = rm.net.forward(t_ids, t_mask).into_data().try_to_vec().expect("floats");
     for ((row, r), p) in rows.iter().zip(&batched).zip(&padded) {
         let want = row["reward_batched"].as_f64().expect("reward");
-        assert!((*r as f64 - want).abs() < 1e-4, "{}: {r} vs {want}", row["text"]);
-        assert!((*p as f64 - want).abs() < 1e-4, "{}: {p} vs {want}", row["text"]);
+        assert!((*r as f64 - want).abs() < 1e-4, "{dev_name}: {}: {r} vs {want}", row["text"]);
+        assert!((*p as f64 - want).abs() < 1e-4, "{dev_name}: {}: {p} vs {want}", row["text"]);
     }
 }
 
@@ -121,10 +153,10 @@ fn strict_loading_names_missing_and_unexpected_tensors() {
 fn losses_fixture() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("losses.json")).expect("losses.json")).expect("json")
 }
-fn t1(v: &Value) -> Tensor<1> {
+fn t1_on(v: &Value, dev: &Device) -> Tensor<1> {
     let xs: Vec<f64> = v.as_array().expect("array").iter().map(|x| x.as_f64().expect("f64")).collect();
     let n = xs.len();
-    Tensor::<1>::from_data(TensorData::new(xs.into_iter().map(|x| x as f32).collect::<Vec<_>>(), [n]), &cpu())
+    Tensor::<1>::from_data(TensorData::new(xs.into_iter().map(|x| x as f32).collect::<Vec<_>>(), [n]), dev)
 }
 fn scalar(t: Tensor<1>) -> f64 {
     t.into_scalar::<f32>() as f64
@@ -132,12 +164,18 @@ fn scalar(t: Tensor<1>) -> f64 {
 
 #[test]
 fn losses_match_reference_values() {
+    for (dev_name, dev) in parity_devices() {
+        losses_match_on(dev_name, &dev);
+    }
+}
+
+fn losses_match_on(dev_name: &str, dev: &Device) {
     use rmtrain_train::losses::*;
     let f = losses_fixture();
-    let (rc, rr, m) = (t1(&f["inputs"]["r_c"]), t1(&f["inputs"]["r_r"]), t1(&f["inputs"]["margin"]));
+    let (rc, rr, m) = (t1_on(&f["inputs"]["r_c"], dev), t1_on(&f["inputs"]["r_r"], dev), t1_on(&f["inputs"]["margin"], dev));
     let close = |a: f64, b: &Value, what: &str| {
         let b = b.as_f64().expect("f64");
-        assert!((a - b).abs() < 1e-6, "{what}: {a} vs {b}");
+        assert!((a - b).abs() < 1e-6, "{dev_name}: {what}: {a} vs {b}");
     };
     close(scalar(bradley_terry(rc.clone(), rr.clone(), None)), &f["bradley_terry"]["mean"], "bradley_terry");
     close(scalar(bradley_terry(rc.clone(), rr.clone(), Some(m))), &f["bradley_terry_margin"]["mean"], "margin");
@@ -219,26 +257,39 @@ fn zero_gradient_under_bt(name: &str) -> bool {
 #[test]
 fn training_lowers_the_loss_and_moves_every_parameter() {
     let _serial = training_lock();
-    let out = tmp("train");
     let pairs = root().join("tests/data/tiny_pairs.jsonl");
     let before = bt_loss(&tiny_rm(), &pairs);
-    // Without dropout, so the falling loss is the optimizer's doing alone; without weight decay,
-    // so a tensor moves only if its gradient is non-zero.
-    let cfg = TrainConfig { epochs: 8, lr: 1e-3, dropout: Some(0.0), weight_decay: 0.0, ..tiny_config() };
-    let outcome = rmtrain_train::train(request(&out, cfg, false)).expect("train");
-    let after = bt_loss(&outcome.model_dir, &pairs);
-    assert!(after < before * 0.5, "loss {before} -> {after}");
-    let init = tensors(&tiny_rm().join("model.safetensors"));
-    let trained = tensors(&outcome.model_dir.join("model.safetensors"));
-    for ((n, _, a), (_, _, b)) in init.iter().zip(&trained) {
-        if !zero_gradient_under_bt(n) {
-            assert_ne!(a, b, "{n} did not move");
+    let mut finals = Vec::new();
+    for (dev_name, device) in parity_devices() {
+        let out = tmp(&format!("train-{dev_name}"));
+        // Without dropout, so the falling loss is the optimizer's doing alone; without weight decay,
+        // so a tensor moves only if its gradient is non-zero.
+        let cfg = TrainConfig { epochs: 8, lr: 1e-3, dropout: Some(0.0), weight_decay: 0.0, ..tiny_config() };
+        let outcome = rmtrain_train::train(TrainRequest { device, ..request(&out, cfg, false) }).expect("train");
+        let after = bt_loss(&outcome.model_dir, &pairs);
+        assert!(after < before * 0.5, "{dev_name}: loss {before} -> {after}");
+        let init = tensors(&tiny_rm().join("model.safetensors"));
+        let trained = tensors(&outcome.model_dir.join("model.safetensors"));
+        for ((n, _, a), (_, _, b)) in init.iter().zip(&trained) {
+            if !zero_gradient_under_bt(n) {
+                assert_ne!(a, b, "{dev_name}: {n} did not move");
+            }
         }
+        let log = jsonl(&out.join("metrics.jsonl"));
+        let first = log.iter().find(|r| r.get("loss").is_some()).expect("a step line");
+        for key in ["loss", "accuracy", "margin", "mean_reward", "min_reward", "max_reward", "lr", "tokens_per_second", "grad_norm"] {
+            assert!(first.get(key).is_some(), "{dev_name}: metrics.jsonl lacks {key}");
+        }
+        finals.push((dev_name, after, log));
     }
-    let log = jsonl(&out.join("metrics.jsonl"));
-    let first = log.iter().find(|r| r.get("loss").is_some()).expect("a step line");
-    for key in ["loss", "accuracy", "margin", "mean_reward", "min_reward", "max_reward", "lr", "tokens_per_second", "grad_norm"] {
-        assert!(first.get(key).is_some(), "metrics.jsonl lacks {key}");
+    // 32 steps on another device: the same loss curve up to float summation order.
+    for (dev_name, after, log) in &finals[1..] {
+        let (_, after0, log0) = &finals[0];
+        assert!((after - after0).abs() < 1e-4, "{dev_name}: final loss {after} vs cpu {after0}");
+        for (a, b) in log.iter().zip(log0).filter(|(a, _)| a.get("loss").is_some()) {
+            let (la, lb) = (a["loss"].as_f64().expect("loss"), b["loss"].as_f64().expect("loss"));
+            assert!((la - lb).abs() < 1e-4, "{dev_name}: step {}: loss {la} vs cpu {lb}", a["step"]);
+        }
     }
 }
 
@@ -302,11 +353,12 @@ fn parity_config(grad_accum: usize, replicas: usize) -> TrainConfig {
     }
 }
 
-fn parity_run(name: &str, grad_accum: usize, replicas: usize) -> (PathBuf, Vec<Value>) {
+fn parity_run(name: &str, grad_accum: usize, replicas: usize, device: &Device) -> (PathBuf, Vec<Value>) {
     let out = tmp(name);
     let req = TrainRequest {
         train_pairs: read_pairs(&fixture("train-steps/pairs.jsonl")).expect("pairs"),
         evals: Vec::new(),
+        device: device.clone(),
         ..request(&out, parity_config(grad_accum, replicas), false)
     };
     let outcome = rmtrain_train::train(req).expect("train");
@@ -323,8 +375,10 @@ fn optimizer_steps_match_pytorch_adamw_step_by_step() {
     let torch = f32_tensors(&fixture("train-steps/final/model.safetensors"));
     let lr_sum: f64 = want_steps.iter().map(|s| s["lr"].as_f64().expect("lr")).sum();
     let mut finals = Vec::new();
-    for (name, accum, replicas) in [("parity-1", 1, 1), ("parity-accum2", 2, 1), ("parity-replicas2", 1, 2)] {
-        let (model, got) = parity_run(name, accum, replicas);
+    let runs = [("parity-1", 1, 1), ("parity-accum2", 2, 1), ("parity-replicas2", 1, 2)];
+    for ((run, accum, replicas), (dev_name, device)) in parity_devices().into_iter().flat_map(|d| runs.map(|r| (r, d.clone()))) {
+        let name = &format!("{run}-{dev_name}");
+        let (model, got) = parity_run(name, accum, replicas, &device);
         assert_eq!(got.len(), want_steps.len(), "{name}: one metrics line per step");
         for (g, w) in got.iter().zip(want_steps) {
             let step = w["step"].as_u64().expect("step");
@@ -349,13 +403,14 @@ fn optimizer_steps_match_pytorch_adamw_step_by_step() {
                 assert!(worst <= 1e-5, "{name}: {n} differs from torch by {worst}");
             }
         }
-        finals.push(ours);
+        finals.push((dev_name, ours));
     }
-    // Accumulation and replicas change only the summation order.
-    for other in &finals[1..] {
-        for ((n, _, a), (_, _, b)) in finals[0].iter().zip(other) {
+    // Accumulation and replicas change only the summation order (on each device).
+    for (dev_name, other) in &finals {
+        let first = &finals.iter().find(|(d, _)| d == dev_name).expect("the device's first run").1;
+        for ((n, _, a), (_, _, b)) in first.iter().zip(other) {
             let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-            assert!(zero_gradient_under_bt(n) || worst <= 1e-5, "{n}: {worst} between accumulation/replica settings");
+            assert!(zero_gradient_under_bt(n) || worst <= 1e-5, "{dev_name}: {n}: {worst} between accumulation/replica settings");
         }
     }
 }

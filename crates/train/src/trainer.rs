@@ -177,7 +177,7 @@ pub fn can_resume(req: &TrainRequest) -> Result<bool, TrainError> {
 /// length, longest first (transformers' `group_by_length`: its LengthGroupedSampler's megabatches),
 /// so a batch holds pairs of similar length and pays for little padding; which pairs share a
 /// megabatch is still the seeded draw, and the order is a function of (seed, epoch) alone.
-fn epoch_order(encoded: &[EncodedPair], cfg: &TrainConfig, epoch: u64) -> Vec<usize> {
+pub fn epoch_order(encoded: &[EncodedPair], cfg: &TrainConfig, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     if cfg.shuffle {
         let seed = cfg.data_seed.unwrap_or(cfg.seed);
@@ -615,7 +615,7 @@ impl Run {
 }
 
 /// Token ids of a pair's chosen and rejected texts.
-type EncodedPair = (Vec<u32>, Vec<u32>);
+pub type EncodedPair = (Vec<u32>, Vec<u32>);
 
 /// Token ids of (chosen, rejected) of every pair, and how many pairs had a side truncated.
 fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> Result<(Vec<EncodedPair>, usize), TrainError> {
