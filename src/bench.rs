@@ -57,9 +57,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Replicas (threads) sharing each step, as `train.replicas` / scoring threads do; at most
-    /// --batch are used.
-    #[arg(long, default_value_t = 2, value_parser = at_least::<1>)]
-    pub replicas: usize,
+    /// --batch are used. Default: 2 on cpu (one per core), 1 elsewhere (libtorch and the GPU
+    /// runtimes parallelise each op themselves).
+    #[arg(long, value_parser = at_least::<1>)]
+    pub replicas: Option<usize>,
     /// Train with the model's dropout (the reference harness turns it off by default).
     #[arg(long)]
     pub dropout: bool,
@@ -113,7 +114,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.data.is_none() && (a.limit.is_some() || a.group_by_length) {
         bail!("--limit and --group-by-length need --data");
     }
-    let replicas = a.replicas.clamp(1, a.batch);
+    let replicas = replicas(&a);
     let steps = match &a.data {
         None => synthetic_steps(&a, &rm, &device)?,
         Some(path) => real_steps(&a, &rm, &device, path)?,
@@ -202,7 +203,7 @@ fn synthetic_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Devic
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, a.seq]), device);
     let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![true; n * a.seq], [n, a.seq]), device);
     // Pairs of each replica: a contiguous share of the batch (chosen rows i, rejected rows B + i).
-    let replicas = a.replicas.clamp(1, a.batch);
+    let replicas = replicas(a);
     let shares: Vec<Share> = (0..replicas)
         .map(|k| {
             let (lo, hi) = (k * a.batch / replicas, (k + 1) * a.batch / replicas);
@@ -232,6 +233,11 @@ fn synthetic_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Devic
         out.push(s);
     }
     Ok(out)
+}
+
+fn replicas(a: &BenchArgs) -> usize {
+    let default = if matches!(a.device.as_str(), "cpu" | "flex") { 2 } else { 1 };
+    a.replicas.unwrap_or(default).clamp(1, a.batch)
 }
 
 fn train_factor(kind: BenchKind) -> f64 {
@@ -302,7 +308,7 @@ fn real_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Device, pa
         .map(|p| Ok((rm.tokenizer.encode(&p.chosen_text())?, rm.tokenizer.encode(&p.rejected_text())?)))
         .collect::<Result<_>>()
         .with_context(|| format!("{}: tokenizing", path.display()))?;
-    let replicas = a.replicas.clamp(1, a.batch);
+    let replicas = replicas(a);
     // Each batch: rows of texts; each replica takes a contiguous share, padded to its own longest.
     let share = |rows: &[&[u32]], pairs: f64| -> (Share, StepStats) {
         let b = rm.tokenizer.collate(rows);

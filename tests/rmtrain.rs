@@ -931,6 +931,37 @@ fn bench_runs_with_replicas_on_inference_and_training_devices() {
 }
 
 #[test]
+fn bench_on_real_pairs_counts_every_pair_and_length_grouping_cuts_padding() {
+    let model = tiny_rm().display().to_string();
+    let pairs = root().join("tests/data/tiny_pairs.jsonl");
+    let n = read_pairs(&pairs).expect("pairs").len() as f64;
+    let pairs = pairs.display().to_string();
+    for kind in ["train", "score"] {
+        let run = |grouped: bool| -> Value {
+            let mut args = vec!["bench", kind, "--model", &model, "--data", &pairs, "--batch", "3", "--warmup", "1"];
+            if grouped {
+                args.push("--group-by-length");
+            }
+            let (code, stdout, stderr) = rmtrain(&args);
+            assert_eq!(code, 0, "bench {kind} --data: {stderr}");
+            serde_json::from_str(stdout.trim()).expect("one JSON line")
+        };
+        let (padded, grouped) = (run(false), run(true));
+        for v in [&padded, &grouped] {
+            // The warm-up batch runs before the timed pass and is not counted.
+            assert_eq!(v["pairs"].as_f64(), Some(n), "{kind}: {v}");
+            let f = v["pad_fraction"].as_f64().expect("pad_fraction");
+            assert!((0.0..1.0).contains(&f), "{kind}: {v}");
+            for key in ["pairs_per_s", "tokens_per_s", "gflops_per_s", "peak_rss_mb"] {
+                assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{kind}: {key} in {v}");
+            }
+        }
+        let (p, g) = (padded["pad_fraction"].as_f64().expect("f"), grouped["pad_fraction"].as_f64().expect("f"));
+        assert!(g < p, "{kind}: grouping by length should pad less: {g} vs {p}");
+    }
+}
+
+#[test]
 fn every_verb_refuses_bad_numbers_with_one_error_line() {
     // Regression: `bench train --batch 0`, `bench score --steps 0` and a `--seq` past the model's
     // position table panicked. clap's own errors end with a "For more information" line, so those
