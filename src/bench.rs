@@ -18,7 +18,7 @@ use crate::device::parse_device;
 use crate::verbs::at_least;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
@@ -215,7 +215,7 @@ fn synthetic_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Devic
     let flops = 2.0 * a.batch as f64 * forward_flops(&rm.config, a.seq) * train_factor(a.kind);
     let tokens = 2 * a.batch * a.seq;
     let mut net = rm.net.clone();
-    let mut optim = AdamWConfig::new().with_weight_decay(0.01).with_epsilon(1e-8).init();
+    let mut optim = ModuleOptimizer::from(rmtrain_train::adamw::FusedAdamW::new(0.9, 0.999, 1e-8, 0.01));
     let mut out = Vec::new();
     for i in 0..a.warmup + a.steps {
         let mut s = match a.kind {
@@ -340,7 +340,7 @@ fn real_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Device, pa
             let order = rmtrain_train::trainer::epoch_order(&encoded, &cfg, 0);
             let batches: Vec<&[usize]> = order.chunks(a.batch).collect();
             let mut net = rm.net.clone();
-            let mut optim = AdamWConfig::new().with_weight_decay(0.01).with_epsilon(1e-8).init();
+            let mut optim = ModuleOptimizer::from(rmtrain_train::adamw::FusedAdamW::new(0.9, 0.999, 1e-8, 0.01));
             for (i, batch) in batches.iter().take(a.warmup).chain(&batches).enumerate() {
                 let k = replicas.min(batch.len());
                 let built: Vec<(Share, StepStats)> = (0..k)

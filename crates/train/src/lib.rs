@@ -2,6 +2,7 @@
 //! explicit training loop with global-norm clipping, gradient accumulation, evaluation,
 //! checkpoints and exact resume.
 
+pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod contrastive;

@@ -22,7 +22,8 @@ use crate::losses;
 use crate::schedule::{learning_rate, warmup_steps};
 use crate::TrainError;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use crate::adamw::FusedAdamW;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -633,17 +634,11 @@ fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> Resu
 /// AdamW as transformers' Trainer builds it: weight decay on every parameter except those
 /// [`rmtrain_models::is_no_decay`] names (biases, norm weights), which form a group without it.
 fn adamw_with_no_decay_group(cfg: &TrainConfig, model: &Trained) -> ModuleOptimizer {
-    let adamw = |wd: f64| {
-        AdamWConfig::new()
-            .with_beta_1(cfg.adam_beta1 as f32)
-            .with_beta_2(cfg.adam_beta2 as f32)
-            .with_epsilon(cfg.adam_epsilon as f32)
-            .with_weight_decay(wd as f32)
-    };
+    let adamw = |wd: f64| FusedAdamW::new(cfg.adam_beta1 as f32, cfg.adam_beta2 as f32, cfg.adam_epsilon as f32, wd as f32);
     // SwAV's prototypes are L2-normalised in the loss: decay would only shrink their raw norm.
     let mut no_decay = model.net.no_decay_param_ids();
     no_decay.extend(model.prototypes.as_ref().map(|p| p.id));
-    adamw(cfg.weight_decay).init().with_group(ParamGroup::from_ids(no_decay), adamw(0.0).build(), None)
+    ModuleOptimizer::from(adamw(cfg.weight_decay)).with_group(ParamGroup::from_ids(no_decay), adamw(0.0), None)
 }
 
 /// The train pairs in use: the first `max_train_pairs`, flipped by strength when `train.flip`
