@@ -96,21 +96,21 @@ pub fn erf(x: f32) -> f32 {
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 multiversion! {
-    /// GELU with the exact (erf) CDF, as HF's "gelu": x·Φ(x) = ½x(1 + erf(x/√2)).
-    pub fn gelu(x: &[f32], out: &mut [f32]) {
-        for (o, &x) in out.iter_mut().zip(x) {
-            *o = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+    /// GELU with the exact (erf) CDF, as HF's "gelu": x·Φ(x) = ½x(1 + erf(x/√2)), in place.
+    pub fn gelu(x: &mut [f32]) {
+        for x in x.iter_mut() {
+            *x = 0.5 * *x * (1.0 + erf(*x * FRAC_1_SQRT_2));
         }
     }
 }
 
 multiversion! {
-    /// d/dx of GELU times the incoming gradient: g·(Φ(x) + x·φ(x)).
-    pub fn gelu_backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
-        for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+    /// d/dx of GELU times the incoming gradient, g ← g·(Φ(x) + x·φ(x)) in place.
+    pub fn gelu_backward(x: &[f32], grad: &mut [f32]) {
+        for (g, &x) in grad.iter_mut().zip(x) {
             let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
             let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
-            *o = g * (cdf + x * pdf);
+            *g *= cdf + x * pdf;
         }
     }
 }
@@ -151,9 +151,8 @@ fn pairwise16(acc: [f32; 16]) -> f32 {
 /// Attention probabilities of one [rows, n] block of scores whose rows all belong to one sequence:
 /// p = softmax(s / divisor + bias) along each row, then out = p ⊙ dropout mask. `first_row` is the
 /// block's first row in the whole [batch·heads·seq, n] tensor (the mask is indexed row-major over
-/// it). `probs` receives p; `out` (when dropout is on) receives p ⊙ mask.
+/// it). The scores are replaced by p; `out` (when dropout is on) receives p ⊙ mask.
 pub struct AttentionRows<'a> {
-    pub scores: &'a [f32],
     pub bias: &'a [f32],
     pub divisor: f32,
     pub first_row: usize,
@@ -161,12 +160,12 @@ pub struct AttentionRows<'a> {
 }
 
 multiversion! {
-    pub fn attention_probs(rows: &AttentionRows<'_>, probs: &mut [f32], out: Option<&mut [f32]>) {
+    pub fn attention_probs(rows: &AttentionRows<'_>, scores: &mut [f32], out: Option<&mut [f32]>) {
         let mut out = out;
         let n = rows.bias.len();
-        for (r, (s, p)) in rows.scores.chunks_exact(n).zip(probs.chunks_exact_mut(n)).enumerate() {
-            for ((p, &s), &b) in p.iter_mut().zip(s).zip(rows.bias) {
-                *p = s / rows.divisor + b;
+        for (r, p) in scores.chunks_exact_mut(n).enumerate() {
+            for (p, &b) in p.iter_mut().zip(rows.bias) {
+                *p = *p / rows.divisor + b;
             }
             let max = max(p);
             for p in p.iter_mut() {
@@ -187,17 +186,15 @@ multiversion! {
 }
 
 multiversion! {
-    /// Gradient of the scores from the gradient of `attention_probs`' output:
-    /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) / divisor, dP = grad ⊙ mask.
-    pub fn attention_probs_backward(probs: &[f32], grad: &[f32], n: usize, divisor: f32, dropout: Option<DropoutMask>, out: &mut [f32]) {
-        for (r, ((p, g), o)) in probs.chunks_exact(n).zip(grad.chunks_exact(n)).zip(out.chunks_exact_mut(n)).enumerate() {
+    /// Gradient of the scores from the gradient of `attention_probs`' output, in place:
+    /// grad ← P ⊙ (dP − rowsum(dP ⊙ P)) / divisor, dP = grad ⊙ mask.
+    pub fn attention_probs_backward(probs: &[f32], grad: &mut [f32], n: usize, divisor: f32, dropout: Option<DropoutMask>) {
+        for (r, (p, o)) in probs.chunks_exact(n).zip(grad.chunks_exact_mut(n)).enumerate() {
             if let Some(mask) = dropout {
                 let base = (r * n) as u64;
-                for (j, (o, &g)) in o.iter_mut().zip(g).enumerate() {
-                    *o = g * mask.factor(base + j as u64);
+                for (j, o) in o.iter_mut().enumerate() {
+                    *o *= mask.factor(base + j as u64);
                 }
-            } else {
-                o.copy_from_slice(g);
             }
             let dot = sum(o.iter().zip(p).map(|(&dp, &p)| dp * p));
             for (o, &p) in o.iter_mut().zip(p) {
@@ -230,18 +227,15 @@ multiversion! {
 }
 
 multiversion! {
-    /// LayerNorm backward: dx = rstd·(gγ − mean(gγ) − x̂·mean(gγ·x̂)) per row; dγ = Σ_rows g·x̂ and
-    /// dβ = Σ_rows g, accumulated into `dgamma`/`dbeta` row by row.
-    pub fn layer_norm_backward(grad: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+    /// LayerNorm backward, in place: g ← dx = rstd·(gγ − mean(gγ) − x̂·mean(gγ·x̂)) per row;
+    /// dγ = Σ_rows g·x̂ and dβ = Σ_rows g, accumulated into `dgamma`/`dbeta` row by row.
+    pub fn layer_norm_backward(grad: &mut [f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
         let d = gamma.len();
-        let rows = grad.chunks_exact(d).zip(xhat.chunks_exact(d)).zip(dx.chunks_exact_mut(d));
-        for (((g, xh), dx), &rs) in rows.zip(rstd) {
-            for (((dx, &g), &gm), db) in dx.iter_mut().zip(g).zip(gamma).zip(dbeta.iter_mut()) {
-                *dx = g * gm;
-                *db += g;
-            }
-            for ((dg, &g), &xh) in dgamma.iter_mut().zip(g).zip(xh) {
-                *dg += g * xh;
+        for ((dx, xh), &rs) in grad.chunks_exact_mut(d).zip(xhat.chunks_exact(d)).zip(rstd) {
+            for (((dx, &xh), &gm), (dg, db)) in dx.iter_mut().zip(xh).zip(gamma).zip(dgamma.iter_mut().zip(dbeta.iter_mut())) {
+                *db += *dx;
+                *dg += *dx * xh;
+                *dx *= gm;
             }
             let mean_g = sum(dx.iter().copied()) / d as f32;
             let mean_gx = sum(dx.iter().zip(xh).map(|(&a, &b)| a * b)) / d as f32;

@@ -93,28 +93,31 @@ fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// The attention probabilities before dropout, and after it when dropout is on.
-fn attention_forward(scores: &FlexTensor, mask_bias: &FlexTensor, divisor: f32, dropout: Option<DropoutMask>) -> (FlexTensor, Option<FlexTensor>) {
-    let dims = shape(scores);
+/// `t` with a storage of exactly its elements in order, so a kernel can overwrite it in place
+/// through `storage_mut` (which copies first when the storage is shared).
+fn owned(t: FlexTensor) -> FlexTensor {
+    let t = contiguous(t);
+    if values(&t).len() == t.storage::<f32>().len() { t } else { tensor(values(&t).to_vec(), shape(&t)) }
+}
+
+/// The attention probabilities before dropout (computed in the scores' buffer when nothing else
+/// holds it), and after dropout when it is on.
+fn attention_forward(scores: FlexTensor, mask_bias: &FlexTensor, divisor: f32, dropout: Option<DropoutMask>) -> (FlexTensor, Option<FlexTensor>) {
+    let dims = shape(&scores);
     let [batch, heads, seq, keys] = dims.dims::<4>();
-    let (scores, mask_bias) = (contiguous(scores.clone()), contiguous(mask_bias.clone()));
-    let (scores, mask_bias) = (values(&scores), values(&mask_bias));
+    let mask_bias = contiguous(mask_bias.clone());
+    let mask_bias = values(&mask_bias);
     assert_eq!(mask_bias.len(), batch * keys, "mask_bias must be [batch, 1, 1, keys]");
-    let mut probs = vec![0.0f32; scores.len()];
-    let mut out = dropout.map(|_| vec![0.0f32; scores.len()]);
+    let mut probs = owned(scores);
+    let p = probs.storage_mut::<f32>();
+    let mut out = dropout.map(|_| vec![0.0f32; p.len()]);
     let per_seq = heads * seq * keys;
     for b in 0..batch {
-        let rows = kernels::AttentionRows {
-            scores: &scores[b * per_seq..(b + 1) * per_seq],
-            bias: &mask_bias[b * keys..(b + 1) * keys],
-            divisor,
-            first_row: b * heads * seq,
-            dropout,
-        };
+        let rows = kernels::AttentionRows { bias: &mask_bias[b * keys..(b + 1) * keys], divisor, first_row: b * heads * seq, dropout };
         let out = out.as_mut().map(|o| &mut o[b * per_seq..(b + 1) * per_seq]);
-        kernels::attention_probs(&rows, &mut probs[b * per_seq..(b + 1) * per_seq], out);
+        kernels::attention_probs(&rows, &mut p[b * per_seq..(b + 1) * per_seq], out);
     }
-    (tensor(probs, dims.clone()), out.map(|o| tensor(o, dims)))
+    (probs, out.map(|o| tensor(o, dims)))
 }
 
 /// LayerNorm forward: y, x̂ and 1/σ per row.
@@ -132,17 +135,14 @@ fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps
 
 impl FusedOps for Flex {
     fn attention_probs(scores: FlexTensor, mask_bias: FlexTensor, divisor: f32, dropout: Option<DropoutMask>) -> FlexTensor {
-        let (probs, out) = attention_forward(&scores, &mask_bias, divisor, dropout);
+        let (probs, out) = attention_forward(scores, &mask_bias, divisor, dropout);
         out.unwrap_or(probs)
     }
 
     fn gelu_erf(x: FlexTensor) -> FlexTensor {
-        let dims = shape(&x);
-        let x = contiguous(x);
-        let x = values(&x);
-        let mut y = vec![0.0f32; x.len()];
-        kernels::gelu(x, &mut y);
-        tensor(y, dims)
+        let mut y = owned(x);
+        kernels::gelu(y.storage_mut());
+        y
     }
 
     fn layer_norm_affine(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
@@ -166,10 +166,10 @@ impl Backward<Flex, 1> for AttentionProbsBackward {
         let [Some(scores)] = ops.parents else { return };
         let dims = shape(&grad);
         let keys = dims[dims.num_dims() - 1];
-        let grad = contiguous(grad);
-        let mut out = vec![0.0f32; values(&grad).len()];
-        kernels::attention_probs_backward(values(&ops.state), values(&grad), keys, self.divisor, self.dropout, &mut out);
-        grads.register::<Flex>(scores.id, tensor(out, dims));
+        let mut grad = owned(grad);
+        let probs = contiguous(ops.state);
+        kernels::attention_probs_backward(values(&probs), grad.storage_mut(), keys, self.divisor, self.dropout);
+        grads.register::<Flex>(scores.id, grad);
     }
 }
 
@@ -183,11 +183,9 @@ impl Backward<Flex, 1> for GeluBackward {
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
         let [Some(x)] = ops.parents else { return };
-        let dims = shape(&grad);
-        let (grad, input) = (contiguous(grad), contiguous(ops.state));
-        let mut out = vec![0.0f32; values(&grad).len()];
-        kernels::gelu_backward(values(&input), values(&grad), &mut out);
-        grads.register::<Flex>(x.id, tensor(out, dims));
+        let (mut grad, input) = (owned(grad), contiguous(ops.state));
+        kernels::gelu_backward(values(&input), grad.storage_mut());
+        grads.register::<Flex>(x.id, grad);
     }
 }
 
@@ -208,16 +206,15 @@ impl Backward<Flex, 3> for LayerNormBackward {
     fn backward(self, ops: Ops<LayerNormState, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
         let [x, gamma, beta] = ops.parents;
-        let dims = shape(&grad);
-        let grad = contiguous(grad);
+        let mut grad = owned(grad);
         let state = ops.state;
         let gamma_values = contiguous(state.gamma);
         let d = values(&gamma_values).len();
-        let mut dx = vec![0.0f32; values(&grad).len()];
         let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
-        kernels::layer_norm_backward(values(&grad), values(&state.xhat), &state.rstd, values(&gamma_values), &mut dx, &mut dgamma, &mut dbeta);
+        let xhat = contiguous(state.xhat);
+        kernels::layer_norm_backward(grad.storage_mut(), values(&xhat), &state.rstd, values(&gamma_values), &mut dgamma, &mut dbeta);
         if let Some(x) = x {
-            grads.register::<Flex>(x.id, tensor(dx, dims));
+            grads.register::<Flex>(x.id, grad);
         }
         if let Some(gamma) = gamma {
             grads.register::<Flex>(gamma.id, tensor(dgamma, Shape::new([d])));
@@ -233,7 +230,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let mask_bias = mask_bias.into_primitive();
         match (AttentionProbsBackward { divisor, dropout }).prepare::<C>([scores.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (probs, out) = attention_forward(scores.primitive(), &mask_bias, divisor, dropout);
+                let (probs, out) = attention_forward(scores.into_primitive(), &mask_bias, divisor, dropout);
                 let output = out.unwrap_or_else(|| probs.clone());
                 prep.finish(probs, output)
             }
