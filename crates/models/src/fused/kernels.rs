@@ -115,13 +115,37 @@ multiversion! {
     }
 }
 
-/// Sum in 16 interleaved partial sums, added up in a fixed order: vectorizes, and gives the same
-/// bits whatever the vector width.
+/// Σ a_i·b_i in 16 interleaved partial sums (element i into sum i mod 16), added up in a fixed
+/// order: vectorizes, and gives the same bits whatever the vector width.
 #[inline(always)]
-fn sum(xs: impl Iterator<Item = f32>) -> f32 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
-    for (k, x) in xs.enumerate() {
-        acc[k % 16] += x;
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (a_tail, b_tail) = (a16.remainder(), b16.remainder());
+    for (a, b) in a16.zip(b16) {
+        for k in 0..16 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    for (k, (a, b)) in a_tail.iter().zip(b_tail).enumerate() {
+        acc[k] += a * b;
+    }
+    pairwise16(acc)
+}
+
+/// Σ x_i, in the same order as `dot`.
+#[inline(always)]
+fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let x16 = xs.chunks_exact(16);
+    let tail = x16.remainder();
+    for x in x16 {
+        for k in 0..16 {
+            acc[k] += x[k];
+        }
+    }
+    for (k, x) in tail.iter().enumerate() {
+        acc[k] += x;
     }
     pairwise16(acc)
 }
@@ -131,8 +155,15 @@ fn sum(xs: impl Iterator<Item = f32>) -> f32 {
 #[inline(always)]
 fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 16];
-    for (k, &x) in xs.iter().enumerate() {
-        acc[k % 16] = acc[k % 16].max(x);
+    let x16 = xs.chunks_exact(16);
+    let tail = x16.remainder();
+    for x in x16 {
+        for k in 0..16 {
+            acc[k] = acc[k].max(x[k]);
+        }
+    }
+    for (k, &x) in tail.iter().enumerate() {
+        acc[k] = acc[k].max(x);
     }
     acc.into_iter().fold(f32::NEG_INFINITY, f32::max)
 }
@@ -171,7 +202,7 @@ multiversion! {
             for p in p.iter_mut() {
                 *p = exp(*p - max);
             }
-            let inv = 1.0 / sum(p.iter().copied());
+            let inv = 1.0 / sum(p);
             for p in p.iter_mut() {
                 *p *= inv;
             }
@@ -196,7 +227,7 @@ multiversion! {
                     *o *= mask.factor(base + j as u64);
                 }
             }
-            let dot = sum(o.iter().zip(p).map(|(&dp, &p)| dp * p));
+            let dot = dot(o, p);
             for (o, &p) in o.iter_mut().zip(p) {
                 *o = p * (*o - dot) / divisor;
             }
@@ -211,11 +242,11 @@ multiversion! {
         let d = gamma.len();
         let rows = x.chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(xhat.chunks_exact_mut(d));
         for (((x, y), xh), rs) in rows.zip(rstd.iter_mut()) {
-            let mean = sum(x.iter().copied()) / d as f32;
+            let mean = sum(x) / d as f32;
             for (xh, &x) in xh.iter_mut().zip(x) {
                 *xh = x - mean;
             }
-            let var = sum(xh.iter().map(|&c| c * c)) / d as f32;
+            let var = dot(xh, xh) / d as f32;
             let std = (var + epsilon).sqrt();
             *rs = 1.0 / std;
             for (((y, xh), &g), &b) in y.iter_mut().zip(xh.iter_mut()).zip(gamma).zip(beta) {
@@ -237,8 +268,8 @@ multiversion! {
                 *dg += *dx * xh;
                 *dx *= gm;
             }
-            let mean_g = sum(dx.iter().copied()) / d as f32;
-            let mean_gx = sum(dx.iter().zip(xh).map(|(&a, &b)| a * b)) / d as f32;
+            let mean_g = sum(dx) / d as f32;
+            let mean_gx = dot(dx, xh) / d as f32;
             for (dx, &xh) in dx.iter_mut().zip(xh) {
                 *dx = rs * (*dx - mean_g - xh * mean_gx);
             }
