@@ -11,7 +11,11 @@ use std::f32::consts::{FRAC_1_SQRT_2, LOG2_E};
 /// baseline. Every variant computes the same IEEE operations in the same order (no FMA contraction,
 /// reductions in a fixed order), so all give bit-identical results.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* pub fn $name:ident / $baseline:ident ($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        /// The baseline build alone, for the test that holds every variant equal.
+        #[cfg(test)]
+        pub fn $baseline($($arg: $ty),*) $body
+
         $(#[$meta])*
         // The one `unsafe` is the call of a `#[target_feature]` function, sound because the
         // features were detected on this CPU just before.
@@ -97,7 +101,7 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 multiversion! {
     /// GELU with the exact (erf) CDF, as HF's "gelu": x·Φ(x) = ½x(1 + erf(x/√2)), in place.
-    pub fn gelu(x: &mut [f32]) {
+    pub fn gelu / gelu_baseline (x: &mut [f32]) {
         for x in x.iter_mut() {
             *x = 0.5 * *x * (1.0 + erf(*x * FRAC_1_SQRT_2));
         }
@@ -106,7 +110,7 @@ multiversion! {
 
 multiversion! {
     /// d/dx of GELU times the incoming gradient, g ← g·(Φ(x) + x·φ(x)) in place.
-    pub fn gelu_backward(x: &[f32], grad: &mut [f32]) {
+    pub fn gelu_backward / gelu_backward_baseline (x: &[f32], grad: &mut [f32]) {
         for (g, &x) in grad.iter_mut().zip(x) {
             let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
             let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
@@ -191,7 +195,7 @@ pub struct AttentionRows<'a> {
 }
 
 multiversion! {
-    pub fn attention_probs(rows: &AttentionRows<'_>, scores: &mut [f32], out: Option<&mut [f32]>) {
+    pub fn attention_probs / attention_probs_baseline (rows: &AttentionRows<'_>, scores: &mut [f32], out: Option<&mut [f32]>) {
         let mut out = out;
         let n = rows.bias.len();
         for (r, p) in scores.chunks_exact_mut(n).enumerate() {
@@ -219,7 +223,7 @@ multiversion! {
 multiversion! {
     /// Gradient of the scores from the gradient of `attention_probs`' output, in place:
     /// grad ← P ⊙ (dP − rowsum(dP ⊙ P)) / divisor, dP = grad ⊙ mask.
-    pub fn attention_probs_backward(probs: &[f32], grad: &mut [f32], n: usize, divisor: f32, dropout: Option<DropoutMask>) {
+    pub fn attention_probs_backward / attention_probs_backward_baseline (probs: &[f32], grad: &mut [f32], n: usize, divisor: f32, dropout: Option<DropoutMask>) {
         for (r, (p, o)) in probs.chunks_exact(n).zip(grad.chunks_exact_mut(n)).enumerate() {
             if let Some(mask) = dropout {
                 let base = (r * n) as u64;
@@ -238,7 +242,7 @@ multiversion! {
 multiversion! {
     /// LayerNorm over rows of length `gamma.len()`: y = x̂·γ + β, x̂ = (x − mean)/√(var + ε) with the
     /// biased variance. Also returns x̂ and 1/√(var + ε) per row for the backward pass.
-    pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]) {
+    pub fn layer_norm / layer_norm_baseline (x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]) {
         let d = gamma.len();
         let rows = x.chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(xhat.chunks_exact_mut(d));
         for (((x, y), xh), rs) in rows.zip(rstd.iter_mut()) {
@@ -260,7 +264,7 @@ multiversion! {
 multiversion! {
     /// LayerNorm backward, in place: g ← dx = rstd·(gγ − mean(gγ) − x̂·mean(gγ·x̂)) per row;
     /// dγ = Σ_rows g·x̂ and dβ = Σ_rows g, accumulated into `dgamma`/`dbeta` row by row.
-    pub fn layer_norm_backward(grad: &mut [f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+    pub fn layer_norm_backward / layer_norm_backward_baseline (grad: &mut [f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
         let d = gamma.len();
         for ((dx, xh), &rs) in grad.chunks_exact_mut(d).zip(xhat.chunks_exact(d)).zip(rstd) {
             for (((dx, &xh), &gm), (dg, db)) in dx.iter_mut().zip(xh).zip(gamma).zip(dgamma.iter_mut().zip(dbeta.iter_mut())) {
@@ -294,6 +298,53 @@ mod tests {
         assert_eq!(erf(0.0), 0.0);
         assert_eq!(erf(f32::INFINITY), 1.0);
         assert_eq!(erf(-20.0), -1.0);
+    }
+
+    fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        (0..n as u64).map(|i| scale * ((rmtrain_core::splitmix64(seed ^ rmtrain_core::splitmix64(i)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0)).collect()
+    }
+
+    /// The SIMD builds this CPU runs must give the baseline build's bits (what keeps runs
+    /// reproducible across machines). Row lengths 37 and 128 cover the partial-lane tails.
+    #[test]
+    fn every_simd_variant_gives_the_baseline_bits() {
+        println!("avx512: {}, avx2: {}", std::arch::is_x86_feature_detected!("avx512f"), std::arch::is_x86_feature_detected!("avx2"));
+        let x = noise(6 * 128 * 37, 1, 8.0);
+        let g = noise(x.len(), 2, 1.0);
+        let (mut a, mut b) = (x.clone(), x.clone());
+        gelu(&mut a);
+        gelu_baseline(&mut b);
+        assert_eq!(a, b, "gelu");
+        let (mut a, mut b) = (g.clone(), g.clone());
+        gelu_backward(&x, &mut a);
+        gelu_backward_baseline(&x, &mut b);
+        assert_eq!(a, b, "gelu backward");
+        for n in [37, 128] {
+            let bias: Vec<f32> = (0..n).map(|j| if j % 5 == 4 { f32::MIN } else { 0.0 }).collect();
+            let mask = crate::dropout::DropoutRng::new(3).next_mask(0.1);
+            let rows = AttentionRows { bias: &bias, divisor: 5.656_854, first_row: 7, dropout: mask };
+            let m = 6 * 37 * 128 / n * n;
+            let (mut pa, mut pb) = (x[..m].to_vec(), x[..m].to_vec());
+            let (mut oa, mut ob) = (vec![0.0; m], vec![0.0; m]);
+            attention_probs(&rows, &mut pa, Some(&mut oa));
+            attention_probs_baseline(&rows, &mut pb, Some(&mut ob));
+            assert_eq!((&pa, &oa), (&pb, &ob), "attention probs, rows of {n}");
+            let (mut ga, mut gb) = (g[..m].to_vec(), g[..m].to_vec());
+            attention_probs_backward(&pa, &mut ga, n, 5.656_854, mask);
+            attention_probs_backward_baseline(&pa, &mut gb, n, 5.656_854, mask);
+            assert_eq!(ga, gb, "attention probs backward, rows of {n}");
+            let (gamma, beta) = (noise(n, 4, 1.0), noise(n, 5, 1.0));
+            let (mut ya, mut yb, mut xa, mut xb) = (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
+            let (mut ra, mut rb) = (vec![0.0; m / n], vec![0.0; m / n]);
+            layer_norm(&x[..m], &gamma, &beta, 1e-12, &mut ya, &mut xa, &mut ra);
+            layer_norm_baseline(&x[..m], &gamma, &beta, 1e-12, &mut yb, &mut xb, &mut rb);
+            assert_eq!((&ya, &xa, &ra), (&yb, &xb, &rb), "layer norm, rows of {n}");
+            let (mut ga, mut gb) = (g[..m].to_vec(), g[..m].to_vec());
+            let (mut dga, mut dgb, mut dba, mut dbb) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            layer_norm_backward(&mut ga, &xa, &ra, &gamma, &mut dga, &mut dba);
+            layer_norm_backward_baseline(&mut gb, &xa, &ra, &gamma, &mut dgb, &mut dbb);
+            assert_eq!((&ga, &dga, &dba), (&gb, &dgb, &dbb), "layer norm backward, rows of {n}");
+        }
     }
 
     #[test]
