@@ -76,6 +76,7 @@ pub struct BertRewardModel {
 
 impl BertAttention {
     /// x: [batch, seq, d]; mask_bias: [batch, 1, 1, seq] (0 for real keys, −∞-like for padding).
+    /// Returns the output projection before its dropout, which the layer fuses into its LayerNorm.
     fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
         let [batch, seq, d] = x.dims();
         let heads = self.num_heads;
@@ -92,7 +93,7 @@ impl BertAttention {
         let probs = fused::attention_probs(scores, mask_bias, (head_dim as f64).sqrt() as f32, mask);
         // [batch, heads, seq, head_dim] -> [batch, seq, d]
         let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, d]);
-        dropout(rng, self.output.forward(context), self.output_dropout)
+        self.output.forward(context)
     }
 }
 
@@ -100,9 +101,14 @@ impl BertLayer {
     /// x: [batch, seq, d] -> [batch, seq, d]
     fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
         let eps = self.layer_norm_eps;
-        let attended = fused::layer_norm(&self.attention_norm, eps, self.attention.forward(x.clone(), mask_bias, rng) + x);
+        // LayerNorm(dropout(sub-block(x)) + x), the masks drawn in the order of the unfused model
+        let attention = self.attention.forward(x.clone(), mask_bias, rng);
+        let mask = rng.as_mut().and_then(|r| r.next_mask(self.attention.output_dropout));
+        let attended = fused::residual_layer_norm(&self.attention_norm, eps, attention, x, mask);
         let hidden = fused::gelu(self.intermediate.forward(attended.clone())); // exact erf GELU, as HF "gelu"
-        fused::layer_norm(&self.output_norm, eps, dropout(rng, self.output.forward(hidden), self.output_dropout) + attended)
+        let output = self.output.forward(hidden);
+        let mask = rng.as_mut().and_then(|r| r.next_mask(self.output_dropout));
+        fused::residual_layer_norm(&self.output_norm, eps, output, attended, mask)
     }
 }
 

@@ -240,6 +240,34 @@ multiversion! {
 }
 
 multiversion! {
+    /// x ← dropout(x) + residual, the sum a post-LN transformer block normalizes; element i
+    /// (row-major over x) uses the mask's factor i.
+    pub fn add_dropped / add_dropped_baseline (x: &mut [f32], residual: &[f32], dropout: Option<DropoutMask>) {
+        match dropout {
+            Some(mask) => {
+                for (i, (x, &r)) in x.iter_mut().zip(residual).enumerate() {
+                    *x = *x * mask.factor(i as u64) + r;
+                }
+            }
+            None => {
+                for (x, &r) in x.iter_mut().zip(residual) {
+                    *x += r;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// g ← g ⊙ mask, the gradient through a dropout.
+    pub fn mask_gradient / mask_gradient_baseline (g: &mut [f32], mask: DropoutMask) {
+        for (i, g) in g.iter_mut().enumerate() {
+            *g *= mask.factor(i as u64);
+        }
+    }
+}
+
+multiversion! {
     /// LayerNorm over rows of length `gamma.len()`: y = x̂·γ + β, x̂ = (x − mean)/√(var + ε) with the
     /// biased variance. Also returns x̂ and 1/√(var + ε) per row for the backward pass.
     pub fn layer_norm / layer_norm_baseline (x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]) {
@@ -345,6 +373,14 @@ mod tests {
             layer_norm_backward_baseline(&mut gb, &xa, &ra, &gamma, &mut dgb, &mut dbb);
             assert_eq!((&ga, &dga, &dba), (&gb, &dgb, &dbb), "layer norm backward, rows of {n}");
         }
+        let (mut a, mut b) = (x.clone(), x.clone());
+        let mask = crate::dropout::DropoutRng::new(4).next_mask(0.1);
+        add_dropped(&mut a, &g, mask);
+        add_dropped_baseline(&mut b, &g, mask);
+        assert_eq!(a, b, "dropout + residual");
+        mask_gradient(&mut a, mask.expect("p > 0"));
+        mask_gradient_baseline(&mut b, mask.expect("p > 0"));
+        assert_eq!(a, b, "dropout gradient");
     }
 
     #[test]

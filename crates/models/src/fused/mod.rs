@@ -35,6 +35,8 @@ pub trait FusedOps: Backend {
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// LayerNorm over the last dim with scale and bias, both [d].
     fn layer_norm_affine(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+    /// LayerNorm(dropout(x) + residual), the end of a post-LN transformer sub-block.
+    fn residual_layer_norm(x: FloatTensor<Self>, residual: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, dropout: Option<DropoutMask>) -> FloatTensor<Self>;
 }
 
 /// True when `t` takes the fused path: f32 on a flex device, with or without autodiff.
@@ -75,6 +77,24 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) 
     };
     let (gamma, beta) = (norm.gamma.val().into_dispatch(), beta.val().into_dispatch());
     Tensor::from_dispatch(<Dispatch as FusedOps>::layer_norm_affine(x.into_dispatch(), gamma, beta, epsilon))
+}
+
+/// `norm.forward(dropout(x) + residual)`, fused on flex (for a norm with a bias); `epsilon` as in
+/// [`layer_norm`].
+pub fn residual_layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>, residual: Tensor<D>, dropout: Option<DropoutMask>) -> Tensor<D> {
+    let Some(beta) = norm.beta.as_ref().filter(|_| fusable(&x)) else {
+        return composed_residual_layer_norm(norm, x, residual, dropout);
+    };
+    let (gamma, beta) = (norm.gamma.val().into_dispatch(), beta.val().into_dispatch());
+    Tensor::from_dispatch(<Dispatch as FusedOps>::residual_layer_norm(x.into_dispatch(), residual.into_dispatch(), gamma, beta, epsilon, dropout))
+}
+
+pub(crate) fn composed_residual_layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>, residual: Tensor<D>, dropout: Option<DropoutMask>) -> Tensor<D> {
+    let x = match dropout {
+        Some(mask) => mask.apply(x),
+        None => x,
+    };
+    norm.forward(x + residual)
 }
 
 fn contiguous(t: FlexTensor) -> FlexTensor {
@@ -120,6 +140,15 @@ fn attention_forward(scores: FlexTensor, mask_bias: &FlexTensor, divisor: f32, d
     (probs, out.map(|o| tensor(o, dims)))
 }
 
+/// dropout(x) + residual, in x's buffer when nothing else holds it.
+fn add_dropped(x: FlexTensor, residual: &FlexTensor, dropout: Option<DropoutMask>) -> FlexTensor {
+    let mut z = owned(x);
+    let residual = contiguous(residual.clone());
+    assert_eq!(shape(&z), shape(&residual), "x and residual must have one shape");
+    kernels::add_dropped(z.storage_mut(), values(&residual), dropout);
+    z
+}
+
 /// LayerNorm forward: y, x̂ and 1/σ per row.
 fn layer_norm_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, Vec<f32>) {
     let dims = shape(x);
@@ -148,6 +177,10 @@ impl FusedOps for Flex {
     fn layer_norm_affine(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> FlexTensor {
         // Flex's own fused inference kernel.
         burn::backend::flex::ops::activation::layer_norm(x, gamma, Some(beta), epsilon)
+    }
+
+    fn residual_layer_norm(x: FlexTensor, residual: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, dropout: Option<DropoutMask>) -> FlexTensor {
+        Self::layer_norm_affine(add_dropped(x, &residual, dropout), gamma, beta, epsilon)
     }
 }
 
@@ -200,27 +233,51 @@ struct LayerNormState {
     gamma: FlexTensor,
 }
 
+/// LayerNorm backward: dz (in the incoming gradient's buffer), dγ, dβ.
+fn layer_norm_backward(grad: FlexTensor, state: LayerNormState) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let mut grad = owned(grad);
+    let gamma = contiguous(state.gamma);
+    let d = values(&gamma).len();
+    let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+    let xhat = contiguous(state.xhat);
+    kernels::layer_norm_backward(grad.storage_mut(), values(&xhat), &state.rstd, values(&gamma), &mut dgamma, &mut dbeta);
+    (grad, tensor(dgamma, Shape::new([d])), tensor(dbeta, Shape::new([d])))
+}
+
 impl Backward<Flex, 3> for LayerNormBackward {
     type State = LayerNormState;
 
     fn backward(self, ops: Ops<LayerNormState, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
-        let [x, gamma, beta] = ops.parents;
-        let mut grad = owned(grad);
-        let state = ops.state;
-        let gamma_values = contiguous(state.gamma);
-        let d = values(&gamma_values).len();
-        let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
-        let xhat = contiguous(state.xhat);
-        kernels::layer_norm_backward(grad.storage_mut(), values(&xhat), &state.rstd, values(&gamma_values), &mut dgamma, &mut dbeta);
-        if let Some(x) = x {
-            grads.register::<Flex>(x.id, grad);
+        let (dx, dgamma, dbeta) = layer_norm_backward(grad, ops.state);
+        for (parent, g) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
+            if let Some(parent) = parent {
+                grads.register::<Flex>(parent.id, g);
+            }
         }
-        if let Some(gamma) = gamma {
-            grads.register::<Flex>(gamma.id, tensor(dgamma, Shape::new([d])));
+    }
+}
+
+#[derive(Debug)]
+struct ResidualLayerNormBackward {
+    dropout: Option<DropoutMask>,
+}
+
+impl Backward<Flex, 4> for ResidualLayerNormBackward {
+    type State = LayerNormState;
+
+    fn backward(self, ops: Ops<LayerNormState, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (dz, dgamma, dbeta) = layer_norm_backward(grad, ops.state);
+        // z = dropout(x) + residual: dresidual = dz, dx = dz ⊙ mask (a copy: dz is shared then).
+        let mut dx = dz.clone();
+        if let Some(mask) = self.dropout {
+            kernels::mask_gradient(dx.storage_mut(), mask);
         }
-        if let Some(beta) = beta {
-            grads.register::<Flex>(beta.id, tensor(dbeta, Shape::new([d])));
+        for (parent, g) in ops.parents.into_iter().zip([dx, dz, dgamma, dbeta]) {
+            if let Some(parent) = parent {
+                grads.register::<Flex>(parent.id, g);
+            }
         }
     }
 }
@@ -257,6 +314,25 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(Flex::layer_norm_affine(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon))
             }
+        }
+    }
+
+    fn residual_layer_norm(x: FloatTensor<Self>, residual: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, dropout: Option<DropoutMask>) -> FloatTensor<Self> {
+        let nodes = [x.node(), residual.node(), gamma.node(), beta.node()];
+        match (ResidualLayerNormBackward { dropout }).prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let z = add_dropped(x.into_primitive(), residual.primitive(), dropout);
+                let (y, xhat, rstd) = layer_norm_forward(&z, gamma.primitive(), beta.primitive(), epsilon);
+                prep.finish(LayerNormState { xhat, rstd, gamma: gamma.primitive().clone() }, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::residual_layer_norm(
+                x.into_primitive(),
+                residual.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+                dropout,
+            )),
         }
     }
 }
@@ -374,5 +450,46 @@ mod tests {
         assert_close("d layer norm / dx", dx, want_dx, 1e-5);
         assert_close("d layer norm / dγ", dg, want_dg, 1e-5);
         assert_close("d layer norm / dβ", db, want_db, 1e-5);
+    }
+
+    #[test]
+    fn residual_layer_norm_matches_burns_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        let eps = 1e-12;
+        let x = values([2, 5, 32], 10, 0.5, 2.0, &device);
+        let residual = values([2, 5, 32], 11, 3.0, 2.0, &device);
+        let weights = values([2, 5, 32], 12, 0.0, 1.0, &device);
+        for p in [0.0, 0.3] {
+            let mask = DropoutRng::new(13).next_mask(p);
+            let run = |fused: bool| {
+                let mut norm = LayerNormConfig::new(32).with_epsilon(eps).init(&device);
+                norm.gamma = Param::from_tensor(values([32], 8, 1.0, 0.5, &device));
+                norm.beta = Some(Param::from_tensor(values([32], 9, 0.0, 0.5, &device)));
+                let (x, r) = (x.clone().require_grad(), residual.clone().require_grad());
+                let y = if fused {
+                    residual_layer_norm(&norm, eps, x.clone(), r.clone(), mask)
+                } else {
+                    composed_residual_layer_norm(&norm, x.clone(), r.clone(), mask)
+                };
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                let beta = norm.beta.as_ref().expect("a bias").val();
+                let d = |t: Tensor<1>| t.grad(&grads).expect("a gradient");
+                (y, x.grad(&grads).expect("dx"), r.grad(&grads).expect("dr"), d(norm.gamma.val()), d(beta))
+            };
+            let ((y, dx, dr, dg, db), (want_y, want_dx, want_dr, want_dg, want_db)) = (run(true), run(false));
+            assert_close(&format!("residual layer norm, p = {p}"), y, want_y, 1e-5);
+            assert_close(&format!("d residual layer norm / dx, p = {p}"), dx, want_dx, 1e-5);
+            assert_close(&format!("d residual layer norm / dresidual, p = {p}"), dr, want_dr, 1e-5);
+            assert_close(&format!("d residual layer norm / dγ, p = {p}"), dg, want_dg, 1e-5);
+            assert_close(&format!("d residual layer norm / dβ, p = {p}"), db, want_db, 1e-5);
+        }
+        // the inference path
+        let flex = Device::flex();
+        let mut norm = LayerNormConfig::new(32).with_epsilon(eps).init(&flex);
+        norm.beta = Some(Param::from_tensor(values([32], 9, 0.0, 0.5, &flex)));
+        let (x, r) = (values([2, 5, 32], 10, 0.5, 2.0, &flex), values([2, 5, 32], 11, 3.0, 2.0, &flex));
+        let mask = DropoutRng::new(14).next_mask(0.2);
+        let fused = residual_layer_norm(&norm, eps, x.clone(), r.clone(), mask);
+        assert_close("residual layer norm (inference)", fused, composed_residual_layer_norm(&norm, x, r, mask), 1e-5);
     }
 }
