@@ -6,6 +6,8 @@
 //! Reference: Devlin et al. 2019 (arXiv 1810.04805); transformers `models/bert/modeling_bert.py`
 //! (BertEmbeddings, BertSelfAttention with an additive mask, BertPooler, BertForSequenceClassification).
 //! Padding never changes a reward: padded keys get exp(−∞)-weight 0 and the reward reads position 0.
+//! On flex, scale + mask + softmax + dropout of the attention, GELU, and each dropout + residual +
+//! LayerNorm run as fused kernels (`fused`); other devices run the same formulas as Burn ops.
 //!
 //! HF key map (prefix `bert.` in a sequence-classification checkpoint, none in a bare `BertModel`):
 //! | HF name                                              | here                                  |
