@@ -6,6 +6,8 @@
 //! Reference: Devlin et al. 2019 (arXiv 1810.04805); transformers `models/bert/modeling_bert.py`
 //! (BertEmbeddings, BertSelfAttention with an additive mask, BertPooler, BertForSequenceClassification).
 //! Padding never changes a reward: padded keys get exp(−∞)-weight 0 and the reward reads position 0.
+//! On flex, scale + mask + softmax + dropout of the attention, GELU, and each dropout + residual +
+//! LayerNorm run as fused kernels (`fused`); other devices run the same formulas as Burn ops.
 //!
 //! HF key map (prefix `bert.` in a sequence-classification checkpoint, none in a bare `BertModel`):
 //! | HF name                                              | here                                  |
@@ -24,11 +26,11 @@
 
 use crate::config::BertConfig;
 use crate::dropout::DropoutRng;
+use crate::fused;
 use crate::hf::{HostTensor, TensorMap};
 use crate::reward_net::{HfParam, LoadNotes, Pooling, RewardNet};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 
 #[derive(Module, Debug)]
@@ -38,6 +40,8 @@ pub struct BertEmbeddings {
     pub token_type: Embedding,
     pub layer_norm: LayerNorm,
     pub dropout: f64,
+    /// The LayerNorm's ε (Burn keeps it private; the fused kernel needs it).
+    pub layer_norm_eps: f64,
 }
 
 #[derive(Module, Debug)]
@@ -59,6 +63,8 @@ pub struct BertLayer {
     pub output: Linear,
     pub output_dropout: f64,
     pub output_norm: LayerNorm,
+    /// Both LayerNorms' ε (Burn keeps it private; the fused kernel needs it).
+    pub layer_norm_eps: f64,
 }
 
 #[derive(Module, Debug)]
@@ -72,6 +78,7 @@ pub struct BertRewardModel {
 
 impl BertAttention {
     /// x: [batch, seq, d]; mask_bias: [batch, 1, 1, seq] (0 for real keys, −∞-like for padding).
+    /// Returns the output projection before its dropout, which the layer fuses into its LayerNorm.
     fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
         let [batch, seq, d] = x.dims();
         let heads = self.num_heads;
@@ -82,20 +89,28 @@ impl BertAttention {
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
         // [batch, heads, seq, seq]
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt()) + mask_bias;
-        let probs = dropout(rng, softmax(scores, 3), self.probs_dropout);
+        let scores = q.matmul(k.swap_dims(2, 3));
+        // softmax(scores / √head_dim + mask_bias) ⊙ dropout mask, one fused op on flex
+        let mask = rng.as_mut().and_then(|r| r.next_mask(self.probs_dropout));
+        let probs = fused::attention_probs(scores, mask_bias, (head_dim as f64).sqrt() as f32, mask);
         // [batch, heads, seq, head_dim] -> [batch, seq, d]
         let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, d]);
-        dropout(rng, self.output.forward(context), self.output_dropout)
+        self.output.forward(context)
     }
 }
 
 impl BertLayer {
     /// x: [batch, seq, d] -> [batch, seq, d]
     fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
-        let attended = self.attention_norm.forward(self.attention.forward(x.clone(), mask_bias, rng) + x);
-        let hidden = gelu(self.intermediate.forward(attended.clone())); // exact erf GELU, as HF "gelu"
-        self.output_norm.forward(dropout(rng, self.output.forward(hidden), self.output_dropout) + attended)
+        let eps = self.layer_norm_eps;
+        // LayerNorm(dropout(sub-block(x)) + x), the masks drawn in the order of the unfused model
+        let attention = self.attention.forward(x.clone(), mask_bias, rng);
+        let mask = rng.as_mut().and_then(|r| r.next_mask(self.attention.output_dropout));
+        let attended = fused::residual_layer_norm(&self.attention_norm, eps, attention, x, mask);
+        let hidden = fused::gelu(self.intermediate.forward(attended.clone())); // exact erf GELU, as HF "gelu"
+        let output = self.output.forward(hidden);
+        let mask = rng.as_mut().and_then(|r| r.next_mask(self.output_dropout));
+        fused::residual_layer_norm(&self.output_norm, eps, output, attended, mask)
     }
 }
 
@@ -188,7 +203,7 @@ impl BertRewardModel {
         let token_types = Tensor::<2, Int>::zeros([batch, seq], &device);
         let e = &self.embeddings;
         let x = e.word.forward(ids) + e.position.forward(positions) + e.token_type.forward(token_types);
-        let mut x = dropout(rng, e.layer_norm.forward(x), e.dropout);
+        let mut x = dropout(rng, fused::layer_norm(&e.layer_norm, e.layer_norm_eps, x), e.dropout);
         // [batch, seq] -> [batch, 1, 1, seq]; f32's lowest finite value, as transformers uses, so a
         // padded key's softmax weight is exactly 0.
         let mask_bias = Tensor::<2>::zeros([batch, seq], &device)
@@ -233,6 +248,7 @@ impl BertRewardModel {
             token_type: b.embedding(&format!("{p}embeddings.token_type_embeddings.weight"), config.type_vocab_size),
             layer_norm: b.layer_norm(&format!("{p}embeddings.LayerNorm")),
             dropout: config.hidden_dropout_prob,
+            layer_norm_eps: config.layer_norm_eps,
         };
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
@@ -252,6 +268,7 @@ impl BertRewardModel {
                     output: b.linear(&format!("{l}.output.dense"), config.intermediate_size, d),
                     output_dropout: config.hidden_dropout_prob,
                     output_norm: b.layer_norm(&format!("{l}.output.LayerNorm")),
+                    layer_norm_eps: config.layer_norm_eps,
                 }
             })
             .collect();

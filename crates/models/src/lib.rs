@@ -6,6 +6,7 @@
 pub mod bert;
 pub mod config;
 pub mod dropout;
+pub mod fused;
 pub mod hf;
 pub mod reward_model;
 pub mod reward_net;
@@ -13,7 +14,7 @@ pub mod tokenizer;
 
 pub use bert::BertRewardModel;
 pub use config::BertConfig;
-pub use dropout::DropoutRng;
+pub use dropout::{DropoutMask, DropoutRng};
 pub use reward_model::{RewardModel, ScoreOptions};
 pub use reward_net::{is_no_decay, HfParam, LoadNotes, ModelConfig, Pooling, RewardNet, RewardNetwork};
 pub use tokenizer::{Batch, RmTokenizer};
