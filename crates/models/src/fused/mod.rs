@@ -12,6 +12,8 @@
 //! from the composed ops by rounding only.
 
 mod kernels;
+#[cfg(feature = "tch")]
+mod tch;
 
 use crate::dropout::DropoutMask;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -47,6 +49,10 @@ fn fusable<const D: usize>(t: &Tensor<D>) -> bool {
 /// softmax(scores / divisor + mask_bias, keys) ⊙ dropout mask, fused on flex.
 /// scores: [batch, heads, seq, keys]; mask_bias: [batch, 1, 1, keys] -> [batch, heads, seq, keys]
 pub fn attention_probs(scores: Tensor<4>, mask_bias: Tensor<4>, divisor: f32, dropout: Option<DropoutMask>) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    if scores.dtype() == DType::F32 && matches!(scores.device().inner().as_dispatch(), DispatchDevice::LibTorch(_)) {
+        return tch::attention_probs(scores, mask_bias, divisor, dropout);
+    }
     if !fusable(&scores) {
         return composed_attention_probs(scores, mask_bias, divisor, dropout);
     }
