@@ -92,6 +92,35 @@ fn time(mode: Mode, d_in: usize, d_out: usize, iters: usize) -> f64 {
     .as_secs_f64()
 }
 
+/// Attention's Q·Kᵀ then P·V for one replica's share of 8 pairs × 128 tokens (batch 8, 12 heads,
+/// head dim 32), forward + backward, `matmul4` vs Burn's matmul, 1 replica, 1 OpenBLAS thread.
+fn attention(iters: usize, rounds: usize) {
+    let (b, h, s, d) = (8, 12, 128, 32);
+    let device = Device::flex().autodiff();
+    let (q, k, v) = (filled([b, h, s, d], 0.1, &device), filled([b, h, s, d], 0.2, &device), filled([b, h, s, d], 0.3, &device));
+    rmtrain_blas::set_threads(1);
+    let step = |blas: bool| {
+        let (q, k, v) = (q.clone().require_grad(), k.clone().require_grad(), v.clone().require_grad());
+        let mm = |a: Tensor<4>, b: Tensor<4>| if blas { rmtrain_blas::matmul4(a, b) } else { a.matmul(b) };
+        let out = mm(mm(q.clone(), k.clone().swap_dims(2, 3)), v.clone());
+        let grads = out.sum().backward();
+        std::hint::black_box((q.grad(&grads), k.grad(&grads), v.grad(&grads)));
+    };
+    // 2 products, each 2·b·h·s·s·d, forward and 2 backward
+    let flop = 6.0 * 2.0 * (b * h * s * s * d) as f64;
+    println!("\nattention Q·Kᵀ and P·V [{b}, {h}, {s}, {d}], forward + backward, 1 replica, GFLOP/s");
+    for round in 0..rounds {
+        let rate = |blas: bool| {
+            step(blas);
+            let start = Instant::now();
+            (0..iters).for_each(|_| step(blas));
+            flop * iters as f64 / start.elapsed().as_secs_f64() / 1e9
+        };
+        let (burn, blas) = (rate(false), rate(true));
+        println!("  round {round}: burn {burn:6.1} | matmul4 t1 {blas:6.1}  ({:.2}x)", blas / burn);
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("ITERS and ROUNDS are counts"));
     let iters = args.next().unwrap_or(8);
@@ -132,6 +161,9 @@ fn main() {
         for (mode, got) in modes.iter().zip(&all) {
             println!("  median {:>12}: {:6.1} GFLOP/s  ({:.2}x burn x1)", mode.name(), median(got), median(got) / base);
         }
+    }
+    if rmtrain_blas::fallback_reason().is_none() {
+        attention(iters, rounds);
     }
     rmtrain_blas::set_threads(rmtrain_blas::DEFAULT_THREADS);
     println!("\nload average at end: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());

@@ -1,16 +1,22 @@
-//! Linear layers of the flex (CPU) backend on OpenBLAS's sgemm, when the library is there.
+//! Linear layers and attention's batched products on the flex (CPU) backend on OpenBLAS's sgemm,
+//! when the library is there.
 //!
 //! Flex's own gemm runs a MiniLM-sized Linear at about 85 GFLOP/s on 2 threads; OpenBLAS 0.3.34's
 //! SkylakeX sgemm reaches about 98 on one thread and 172 on two. [`linear`] is `layer.forward(x)`
 //! with the product (and, under autodiff, the backward's two products) in OpenBLAS. The library is
 //! opened at run time (see [`openblas`] for where it is looked for), so it is never a build or
 //! run-time requirement: without it, and on every other device or dtype, [`linear`] *is*
-//! `layer.forward(x)`.
+//! `layer.forward(x)`. [`matmul4`] does the same for `a.matmul(b)` on [B, H, M, K] · [B, H, K, N]
+//! (attention's Q·Kᵀ and P·V), where flex is slowest (one sgemm per head: 2–3× flex, measured).
 
 mod linear;
+mod matmul;
 pub mod openblas;
+#[cfg(test)]
+mod testing;
 
 pub use linear::linear;
+pub use matmul::matmul4;
 
 /// OpenBLAS threads per sgemm call when the library is loaded. rmtrain trains and scores with one
 /// model replica per core (2 by default), each calling sgemm from its own thread; one OpenBLAS
