@@ -19,9 +19,10 @@ pub use linear::linear;
 pub use matmul::matmul4;
 
 /// OpenBLAS threads per sgemm call when the library is loaded. rmtrain trains and scores with one
-/// model replica per core (2 by default), each calling sgemm from its own thread; one OpenBLAS
-/// thread per call keeps every call in its caller's thread (no pool hand-off, no idle workers
-/// spinning against the other replica).
+/// model replica per core (2 by default), each calling sgemm from its own thread; with one OpenBLAS
+/// thread per call every call runs in its caller's thread, and OpenBLAS's pool is never woken.
+/// (A woken pool worker spins for about 80 ms after each call before it sleeps, measured with
+/// this library: CPU taken from the replicas and flex's own threads between calls.)
 pub const DEFAULT_THREADS: usize = 1;
 
 /// What runs the Linear products: OpenBLAS's `get_config()` line (e.g. "OpenBLAS 0.3.34
@@ -43,8 +44,10 @@ pub fn fallback_reason() -> Option<&'static str> {
 }
 
 /// Threads OpenBLAS uses per sgemm call, for the whole process ([`DEFAULT_THREADS`] until set).
-/// Use `n` = cores / concurrent callers: 2 when a single replica runs on 2 cores. No-op without
-/// the library.
+/// Use `n` = cores / concurrent callers: 2 when a single replica runs on 2 cores (a 2048×384×1536
+/// forward + backward then runs 1.7–2× one thread on a quiet machine). Above 1, OpenBLAS's workers
+/// spin ~80 ms after every call; `OPENBLAS_THREAD_TIMEOUT=4` in the environment at start-up (read
+/// when the library loads) makes them sleep at once. No-op without the library.
 pub fn set_threads(n: usize) {
     if let Some(lib) = openblas::get() {
         lib.set_threads(n);

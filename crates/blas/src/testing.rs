@@ -25,7 +25,9 @@ pub fn blas_loaded(test: &str) -> bool {
         None => true,
         Some(why) => {
             assert!(std::env::var("RMTRAIN_REQUIRE_BLAS").as_deref() != Ok("1"), "{test}: RMTRAIN_REQUIRE_BLAS=1 but OpenBLAS is not loaded: {why}");
-            eprintln!("skipped: {test} compares OpenBLAS with flex, but {why}; checked the fallback is bitwise Burn's own op instead");
+            // Straight to stderr: libtest captures `eprintln!` of passing tests, and a skip must show.
+            let line = format!("skipped: {test} compares OpenBLAS with flex, but {why}; checked the fallback is bitwise Burn's own op instead\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             false
         }
     }
