@@ -56,16 +56,19 @@ for r in $(seq 1 "$rounds"); do
   run "pytorch score" "$py" ../shared/bench/rm_step_bench.py --model "$pyref/minilm-rm" --batch 8 --seq 128 --threads "$threads" --mode infer --iters 20
 done
 
+# Real data on the CPU devices (REAL_TCH=1 adds tch: two more passes of ~4 min).
+real_devices=("cpu:$rm_bin")
+[ -n "$tch_bin" ] && [ "${REAL_TCH:-0}" = 1 ] && real_devices+=("tch:$tch_bin")
 if [ "$real_limit" != 0 ]; then
   echo "real VADER movie pairs: $real_limit, batch 16, one pass" >&2
-  for dv in "${rm_devices[@]}"; do
+  for dv in "${real_devices[@]}"; do
     dev="${dv%%:*}"; bin="${dv#*:}"
     run "rmtrain-$dev train vader padded" "$bin" bench train --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit"
     run "rmtrain-$dev train vader bucketed" "$bin" bench train --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit" --group-by-length
   done
   run "pytorch train vader padded" "$py" scripts/bench_torch_pairs.py --model "$pyref/minilm-rm" --data "$data" --limit "$real_limit" --batch 16 --threads "$threads" --mode train
   run "pytorch train vader bucketed" "$py" scripts/bench_torch_pairs.py --model "$pyref/minilm-rm" --data "$data" --limit "$real_limit" --batch 16 --threads "$threads" --mode train --group-by-length
-  for dv in "${rm_devices[@]}"; do
+  for dv in "${real_devices[@]}"; do
     dev="${dv%%:*}"; bin="${dv#*:}"
     run "rmtrain-$dev score vader padded" "$bin" bench score --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit"
     run "rmtrain-$dev score vader bucketed" "$bin" bench score --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit" --group-by-length

@@ -26,6 +26,8 @@
 
 use crate::config::BertConfig;
 use crate::dropout::DropoutRng;
+// On flex with OpenBLAS loaded (assets/openblas, scripts/fetch-assets.sh): sgemm; else Burn's ops.
+use rmtrain_blas::{linear, matmul4};
 use crate::fused;
 use crate::hf::{HostTensor, TensorMap};
 use crate::reward_net::{HfParam, LoadNotes, Pooling, RewardNet};
@@ -85,17 +87,17 @@ impl BertAttention {
         let head_dim = d / heads;
         // [batch, seq, d] -> [batch, heads, seq, head_dim]
         let split = |t: Tensor<3>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
+        let q = split(linear(&self.query, x.clone()));
+        let k = split(linear(&self.key, x.clone()));
+        let v = split(linear(&self.value, x));
         // [batch, heads, seq, seq]
-        let scores = q.matmul(k.swap_dims(2, 3));
+        let scores = matmul4(q, k.swap_dims(2, 3));
         // softmax(scores / √head_dim + mask_bias) ⊙ dropout mask, one fused op on flex
         let mask = rng.as_mut().and_then(|r| r.next_mask(self.probs_dropout));
         let probs = fused::attention_probs(scores, mask_bias, (head_dim as f64).sqrt() as f32, mask);
         // [batch, heads, seq, head_dim] -> [batch, seq, d]
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, d]);
-        self.output.forward(context)
+        let context = matmul4(probs, v).swap_dims(1, 2).reshape([batch, seq, d]);
+        linear(&self.output, context)
     }
 }
 
@@ -107,8 +109,8 @@ impl BertLayer {
         let attention = self.attention.forward(x.clone(), mask_bias, rng);
         let mask = rng.as_mut().and_then(|r| r.next_mask(self.attention.output_dropout));
         let attended = fused::residual_layer_norm(&self.attention_norm, eps, attention, x, mask);
-        let hidden = fused::gelu(self.intermediate.forward(attended.clone())); // exact erf GELU, as HF "gelu"
-        let output = self.output.forward(hidden);
+        let hidden = fused::gelu(linear(&self.intermediate, attended.clone())); // exact erf GELU, as HF "gelu"
+        let output = linear(&self.output, hidden);
         let mask = rng.as_mut().and_then(|r| r.next_mask(self.output_dropout));
         fused::residual_layer_norm(&self.output_norm, eps, output, attended, mask)
     }
