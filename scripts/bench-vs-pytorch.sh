@@ -92,7 +92,7 @@ for d in rows:
     by.setdefault(d["label"], []).append(d)
 def ref(label):
     kind = "train" if " train" in label else "score"
-    tail = label.split(kind, 1)[1]
+    tail = label.split(f" {kind}", 1)[1]
     return f"pytorch {kind}{tail}".replace(" bucketed", " padded") if "vader" in label else f"pytorch {kind}"
 print("| run | pairs/s (median) | n | vs PyTorch | peak RSS MB | load at end |")
 print("|---|---|---|---|---|---|")
