@@ -61,20 +61,16 @@ real_devices=("cpu:$rm_bin")
 [ -n "$tch_bin" ] && [ "${REAL_TCH:-0}" = 1 ] && real_devices+=("tch:$tch_bin")
 if [ "$real_limit" != 0 ]; then
   echo "real VADER movie pairs: $real_limit, batch 16, one pass" >&2
-  for dv in "${real_devices[@]}"; do
-    dev="${dv%%:*}"; bin="${dv#*:}"
-    run "rmtrain-$dev train vader padded" "$bin" bench train --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit"
-    run "rmtrain-$dev train vader bucketed" "$bin" bench train --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit" --group-by-length
+  for kind in train score; do
+    for dv in "${real_devices[@]}"; do
+      dev="${dv%%:*}"; bin="${dv#*:}"
+      run "rmtrain-$dev $kind vader padded" "$bin" bench "$kind" --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit"
+      run "rmtrain-$dev $kind vader bucketed" "$bin" bench "$kind" --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit" --group-by-length
+    done
+    torch=("$py" scripts/bench_torch_pairs.py --model "$pyref/minilm-rm" --data "$data" --limit "$real_limit" --batch 16 --threads "$threads" --mode "$kind")
+    run "pytorch $kind vader padded" "${torch[@]}"
+    run "pytorch $kind vader bucketed" "${torch[@]}" --group-by-length
   done
-  run "pytorch train vader padded" "$py" scripts/bench_torch_pairs.py --model "$pyref/minilm-rm" --data "$data" --limit "$real_limit" --batch 16 --threads "$threads" --mode train
-  run "pytorch train vader bucketed" "$py" scripts/bench_torch_pairs.py --model "$pyref/minilm-rm" --data "$data" --limit "$real_limit" --batch 16 --threads "$threads" --mode train --group-by-length
-  for dv in "${real_devices[@]}"; do
-    dev="${dv%%:*}"; bin="${dv#*:}"
-    run "rmtrain-$dev score vader padded" "$bin" bench score --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit"
-    run "rmtrain-$dev score vader bucketed" "$bin" bench score --model "$model" --device "$dev" --batch 16 --data "$data" --limit "$real_limit" --group-by-length
-  done
-  run "pytorch score vader padded" "$py" scripts/bench_torch_pairs.py --model "$pyref/minilm-rm" --data "$data" --limit "$real_limit" --batch 16 --threads "$threads" --mode score
-  run "pytorch score vader bucketed" "$py" scripts/bench_torch_pairs.py --model "$pyref/minilm-rm" --data "$data" --limit "$real_limit" --batch 16 --threads "$threads" --mode score --group-by-length
 fi
 
 # Summary: median pairs/s per label, and each label's ratio to the PyTorch row of its kind.
