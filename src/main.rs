@@ -4,7 +4,6 @@
 
 mod bench;
 mod device;
-mod malloc;
 mod merge_verbs;
 mod recipe;
 mod strength_verb;
@@ -44,7 +43,6 @@ enum Verb {
 }
 
 fn main() -> ExitCode {
-    malloc::tune();
     let cli = Cli::parse();
     let result = match cli.verb {
         Verb::Data(v) => verbs::data(v),
