@@ -16,8 +16,7 @@
 
 use crate::device::parse_device;
 use crate::verbs::at_least;
-use anyhow::{bail, Context, Result};
-use burn::module::Module;
+use anyhow::{bail, Result};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
@@ -247,10 +246,10 @@ fn train_factor(kind: BenchKind) -> f64 {
     }
 }
 
+/// `net` lives on the inference device `run` loads it on for scoring.
 fn score_step(net: &RewardNetwork, shares: &[Share]) -> StepStats {
-    let net = net.valid();
     let t = Instant::now();
-    rmtrain_train::trainer::run_replicas(&net, shares.len(), |k, model| {
+    rmtrain_train::trainer::run_replicas(net, shares.len(), |k, model| {
         model.forward(shares[k].ids.clone(), shares[k].mask.clone()).into_data() // forces the computation
     });
     StepStats { seconds: t.elapsed().as_secs_f64(), ..StepStats::default() }
@@ -303,30 +302,10 @@ fn real_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Device, pa
     if pairs.is_empty() {
         bail!("{}: no pairs to benchmark", path.display());
     }
-    let encoded: Vec<(Vec<u32>, Vec<u32>)> = pairs
-        .iter()
-        .map(|p| Ok((rm.tokenizer.encode(&p.chosen_text())?, rm.tokenizer.encode(&p.rejected_text())?)))
-        .collect::<Result<_>>()
-        .with_context(|| format!("{}: tokenizing", path.display()))?;
+    let (encoded, _) = rmtrain_train::trainer::encode_pairs(&rm.tokenizer, &pairs).map_err(|e| e.in_file(path))?;
     let replicas = replicas(a);
-    // Each batch: rows of texts; each replica takes a contiguous share, padded to its own longest.
-    let share = |rows: &[&[u32]], pairs: f64| -> (Share, StepStats) {
-        let b = rm.tokenizer.collate(rows);
-        let (ids, mask) = b.to_tensors(device);
-        let tokens: usize = rows.iter().map(|r| r.len()).sum();
-        let flops = rows.len() as f64 * forward_flops(&rm.config, b.seq) * train_factor(a.kind);
-        let stats = StepStats { pairs, tokens: tokens as f64, padded_tokens: (b.batch * b.seq) as f64, flops, ..StepStats::default() };
-        (Share { ids, mask, pairs: pairs as usize }, stats)
-    };
-    let add = |mut s: StepStats, parts: &[StepStats]| {
-        for p in parts {
-            s.pairs += p.pairs;
-            s.tokens += p.tokens;
-            s.padded_tokens += p.padded_tokens;
-            s.flops += p.flops;
-        }
-        s
-    };
+    // The step's time and breakdown, with the batch's counts.
+    let with_counts = |timed: StepStats, counts: StepStats| StepStats { seconds: timed.seconds, parts: timed.parts, ..counts };
     let mut out = Vec::new();
     match a.kind {
         BenchKind::Train => {
@@ -339,21 +318,17 @@ fn real_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Device, pa
             };
             let order = rmtrain_train::trainer::epoch_order(&encoded, &cfg, 0);
             let batches: Vec<&[usize]> = order.chunks(a.batch).collect();
+            let rows = |part: &[usize]| {
+                let texts = part.iter().map(|&p| encoded[p].0.as_slice()).chain(part.iter().map(|&p| encoded[p].1.as_slice())).collect();
+                (texts, part.len() as f64)
+            };
             let mut net = rm.net.clone();
             let mut optim = ModuleOptimizer::from(rmtrain_train::adamw::FusedAdamW::new(0.9, 0.999, 1e-8, 0.01));
             for (i, batch) in batches.iter().take(a.warmup).chain(&batches).enumerate() {
-                let k = replicas.min(batch.len());
-                let built: Vec<(Share, StepStats)> = (0..k)
-                    .map(|r| {
-                        let part = &batch[r * batch.len() / k..(r + 1) * batch.len() / k];
-                        let rows: Vec<&[u32]> = part.iter().map(|&p| encoded[p].0.as_slice()).chain(part.iter().map(|&p| encoded[p].1.as_slice())).collect();
-                        share(&rows, part.len() as f64)
-                    })
-                    .collect();
-                let (shares, stats): (Vec<Share>, Vec<StepStats>) = built.into_iter().unzip();
+                let (shares, counts) = shares_of(batch, replicas, rm, device, a.kind, &rows);
                 let (next, s) = train_step(net, &mut optim, &shares, batch.len(), a.dropout.then_some(i as u64));
                 net = next;
-                out.push(add(s, &stats));
+                out.push(with_counts(s, counts));
             }
         }
         BenchKind::Score => {
@@ -363,19 +338,40 @@ fn real_steps(a: &BenchArgs, rm: &RewardModel, device: &burn::tensor::Device, pa
                 order.sort_by_key(|&i| texts[i].len());
             }
             let batches: Vec<&[usize]> = order.chunks(2 * a.batch).collect();
+            let rows = |part: &[usize]| (part.iter().map(|&i| texts[i]).collect(), part.len() as f64 / 2.0);
             for batch in batches.iter().take(a.warmup).chain(&batches) {
-                let k = replicas.min(batch.len());
-                let built: Vec<(Share, StepStats)> = (0..k)
-                    .map(|r| {
-                        let part = &batch[r * batch.len() / k..(r + 1) * batch.len() / k];
-                        let rows: Vec<&[u32]> = part.iter().map(|&i| texts[i]).collect();
-                        share(&rows, part.len() as f64 / 2.0)
-                    })
-                    .collect();
-                let (shares, stats): (Vec<Share>, Vec<StepStats>) = built.into_iter().unzip();
-                out.push(add(score_step(&rm.net, &shares), &stats));
+                let (shares, counts) = shares_of(batch, replicas, rm, device, a.kind, &rows);
+                out.push(with_counts(score_step(&rm.net, &shares), counts));
             }
         }
     }
     Ok(out)
+}
+
+/// One batch as the trainer splits it over replicas (contiguous, near-equal shares), each share
+/// padded to its own longest text; `rows` gives a share's texts and its pair count. Returns the
+/// shares and their summed counts (pairs, tokens, padded tokens, matmul FLOPs).
+fn shares_of<'t>(
+    batch: &[usize],
+    replicas: usize,
+    rm: &RewardModel,
+    device: &burn::tensor::Device,
+    kind: BenchKind,
+    rows: &impl Fn(&[usize]) -> (Vec<&'t [u32]>, f64),
+) -> (Vec<Share>, StepStats) {
+    let mut total = StepStats::default();
+    let shares = rmtrain_train::trainer::split_even(batch, replicas)
+        .into_iter()
+        .map(|part| {
+            let (texts, pairs) = rows(part);
+            let b = rm.tokenizer.collate(&texts);
+            let (ids, mask) = b.to_tensors(device);
+            total.pairs += pairs;
+            total.tokens += texts.iter().map(|t| t.len()).sum::<usize>() as f64;
+            total.padded_tokens += (b.batch * b.seq) as f64;
+            total.flops += texts.len() as f64 * forward_flops(&rm.config, b.seq) * train_factor(kind);
+            Share { ids, mask, pairs: part.len() }
+        })
+        .collect();
+    (shares, total)
 }

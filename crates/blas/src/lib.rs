@@ -18,6 +18,12 @@ mod testing;
 pub use linear::linear;
 pub use matmul::matmul4;
 
+/// True when `t` is f32 on a flex device, with or without autodiff: where rmtrain's CPU kernels
+/// (these products, the fused BERT ops, the fused AdamW) take over from Burn's own ops.
+pub fn is_f32_on_flex<const D: usize>(t: &burn::tensor::Tensor<D>) -> bool {
+    t.dtype() == burn::tensor::DType::F32 && matches!(t.device().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
 /// OpenBLAS threads per sgemm call when the library is loaded. rmtrain trains and scores with one
 /// model replica per core (2 by default), each calling sgemm from its own thread; with one OpenBLAS
 /// thread per call every call runs in its caller's thread, and OpenBLAS's pool is never woken.

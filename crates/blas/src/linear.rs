@@ -20,7 +20,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::Linear;
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 
@@ -40,10 +40,7 @@ pub trait BlasLinear: Backend {
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let weight = layer.weight.val();
     let bias = layer.bias.as_ref().map(|b| b.val());
-    let f32_flex = x.dtype() == DType::F32
-        && weight.dtype() == DType::F32
-        && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
-        && matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_));
+    let f32_flex = crate::is_f32_on_flex(&x) && weight.dtype() == DType::F32 && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
     if !f32_flex || openblas::get().is_none() {
         return layer.forward(x);
     }

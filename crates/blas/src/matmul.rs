@@ -16,7 +16,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 
 #[backend_extension(Flex, Autodiff)]
@@ -29,11 +29,7 @@ pub trait BlasMatmul: Backend {
 /// for f32 tensors on a flex device when the library is loaded; `a.matmul(b)` everywhere else.
 pub fn matmul4(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
     let (da, db) = (a.dims(), b.dims());
-    let routed = a.dtype() == DType::F32
-        && b.dtype() == DType::F32
-        && da[..2] == db[..2]
-        && da[3] == db[2]
-        && matches!(a.device().inner().as_dispatch(), DispatchDevice::Flex(_));
+    let routed = crate::is_f32_on_flex(&a) && b.dtype() == DType::F32 && da[..2] == db[..2] && da[3] == db[2];
     if !routed || openblas::get().is_none() {
         return a.matmul(b);
     }

@@ -9,9 +9,9 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, DispatchDevice, Flex};
+use burn::backend::{backend_extension, Backend, Dispatch, Flex};
 use burn::optim::{AdaptiveMomentumState, AdamW, AdamWConfig, AdamWState, LearningRate, Optimizer};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// The per-step scalars of one update, precomputed in Burn's AdamW precision.
 #[derive(Clone, Copy, Debug)]
@@ -115,16 +115,13 @@ impl FusedAdamW {
     }
 }
 
-fn fusable<const D: usize>(t: &Tensor<D>) -> bool {
-    t.dtype() == DType::F32 && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
-}
 
 impl Optimizer for FusedAdamW {
     type State<const D: usize> = AdamWState<D>;
 
     fn step<const D: usize>(&self, lr: LearningRate, tensor: Tensor<D>, grad: Tensor<D>, state: Option<Self::State<D>>) -> (Tensor<D>, Option<Self::State<D>>) {
-        let state_fusable = state.as_ref().is_none_or(|s| s.momentum.max_moment_2.is_none() && fusable(&s.momentum.moment_1) && fusable(&s.momentum.moment_2));
-        if !(fusable(&tensor) && fusable(&grad) && state_fusable) {
+        let state_fusable = state.as_ref().is_none_or(|s| s.momentum.max_moment_2.is_none() && rmtrain_blas::is_f32_on_flex(&s.momentum.moment_1) && rmtrain_blas::is_f32_on_flex(&s.momentum.moment_2));
+        if !(rmtrain_blas::is_f32_on_flex(&tensor) && rmtrain_blas::is_f32_on_flex(&grad) && state_fusable) {
             return self.fallback.step(lr, tensor, grad, state);
         }
         let (moment_1, moment_2, time) = match state {

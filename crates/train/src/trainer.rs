@@ -619,7 +619,7 @@ impl Run {
 pub type EncodedPair = (Vec<u32>, Vec<u32>);
 
 /// Token ids of (chosen, rejected) of every pair, and how many pairs had a side truncated.
-fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> Result<(Vec<EncodedPair>, usize), TrainError> {
+pub fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> Result<(Vec<EncodedPair>, usize), TrainError> {
     let mut truncated_pairs = 0;
     let mut encoded = Vec::with_capacity(pairs.len());
     for p in pairs {
@@ -876,7 +876,7 @@ fn pair_loss(cfg: &TrainConfig, r_c: Tensor<1>, r_r: Tensor<1>, chunk: &[usize],
 }
 
 /// Splits `items` into `parts` contiguous runs of near-equal length (fewer when items are few).
-fn split_even(items: &[usize], parts: usize) -> Vec<&[usize]> {
+pub fn split_even(items: &[usize], parts: usize) -> Vec<&[usize]> {
     let parts = parts.min(items.len()).max(1);
     let (base, extra) = (items.len() / parts, items.len() % parts);
     let mut out = Vec::with_capacity(parts);

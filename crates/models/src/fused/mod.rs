@@ -22,10 +22,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::LayerNorm;
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedOps: Backend {
@@ -43,14 +43,14 @@ pub trait FusedOps: Backend {
 
 /// True when `t` takes the fused path: f32 on a flex device, with or without autodiff.
 fn fusable<const D: usize>(t: &Tensor<D>) -> bool {
-    t.dtype() == DType::F32 && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+    rmtrain_blas::is_f32_on_flex(t)
 }
 
 /// softmax(scores / divisor + mask_bias, keys) ⊙ dropout mask, fused on flex.
 /// scores: [batch, heads, seq, keys]; mask_bias: [batch, 1, 1, keys] -> [batch, heads, seq, keys]
 pub fn attention_probs(scores: Tensor<4>, mask_bias: Tensor<4>, divisor: f32, dropout: Option<DropoutMask>) -> Tensor<4> {
     #[cfg(feature = "tch")]
-    if scores.dtype() == DType::F32 && matches!(scores.device().inner().as_dispatch(), DispatchDevice::LibTorch(_)) {
+    if scores.dtype() == burn::tensor::DType::F32 && matches!(scores.device().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_)) {
         return tch::attention_probs(scores, mask_bias, divisor, dropout);
     }
     if !fusable(&scores) {
