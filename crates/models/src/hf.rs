@@ -30,8 +30,8 @@ pub struct HostTensor {
 
 /// A tensor not taken yet.
 enum Stored {
-    /// Still in the mapped file, in its stored dtype.
-    Mapped(TensorInfo),
+    /// Still in mapped file number `.0` (a shard), in its stored dtype.
+    Mapped(usize, TensorInfo),
     /// Already f32 in memory ([`TensorMap::from_rows`]).
     Host(HostTensor),
 }
@@ -57,8 +57,9 @@ impl MappedFile {
 /// Tensors of one safetensors file by name; `take` removes, so leftovers are the unexpected ones.
 pub struct TensorMap {
     path: PathBuf,
-    /// The mapped file behind every `Stored::Mapped` tensor (None for [`TensorMap::from_rows`]).
-    file: Option<MappedFile>,
+    /// The mapped files behind the `Stored::Mapped` tensors (one, or a sharded checkpoint's
+    /// shards; none for [`TensorMap::from_rows`]).
+    files: Vec<MappedFile>,
     tensors: BTreeMap<String, Stored>,
     problems: Vec<String>,
 }
@@ -66,18 +67,52 @@ pub struct TensorMap {
 impl TensorMap {
     /// Maps `path` and reads its header; no tensor data is read until [`TensorMap::take`].
     pub fn read(path: &Path) -> Result<Self, ModelError> {
+        let mut map = Self { path: path.to_path_buf(), files: Vec::new(), tensors: BTreeMap::new(), problems: Vec::new() };
+        map.add_file(path)?;
+        Ok(map)
+    }
+
+    /// The weights of an HF folder: `model.safetensors`, or the shards that
+    /// `model.safetensors.index.json` lists (each tensor must be in the shard its `weight_map`
+    /// names, and no tensor in two shards).
+    pub fn read_dir(dir: &Path) -> Result<Self, ModelError> {
+        let single = dir.join(WEIGHTS_FILE);
+        let index = dir.join(WEIGHTS_INDEX);
+        if single.is_file() || !index.is_file() {
+            return Self::read(&single);
+        }
+        let shards = shard_files(&index)?;
+        let mut map = Self { path: index.clone(), files: Vec::new(), tensors: BTreeMap::new(), problems: Vec::new() };
+        for (shard, names) in &shards {
+            let before: BTreeSet<String> = map.tensors.keys().cloned().collect();
+            map.add_file(&dir.join(shard))?;
+            let added: BTreeSet<String> = map.tensors.keys().filter(|n| !before.contains(*n)).cloned().collect();
+            if let Some(name) = names.iter().find(|n| !added.contains(*n)) {
+                return Err(ModelError::file(&index, format!("field \"weight_map\": {name:?} is not in {shard}")));
+            }
+        }
+        Ok(map)
+    }
+
+    /// Maps one safetensors file and adds its tensors (a name already present is refused).
+    fn add_file(&mut self, path: &Path) -> Result<(), ModelError> {
         let map = rmtrain_core::map_readonly(path)?;
         let (header_len, metadata) =
             SafeTensors::read_metadata(&map).map_err(|e| ModelError::file(path, format!("not a safetensors file: {e}")))?;
-        let tensors = metadata.tensors().into_iter().map(|(name, info)| (name, Stored::Mapped(info.clone()))).collect();
-        let file = MappedFile { map, data_start: HEADER_LEN_BYTES + header_len };
-        Ok(Self { path: path.to_path_buf(), file: Some(file), tensors, problems: Vec::new() })
+        let k = self.files.len();
+        for (name, info) in metadata.tensors() {
+            if self.tensors.insert(name.clone(), Stored::Mapped(k, info.clone())).is_some() {
+                return Err(ModelError::file(path, format!("tensor {name:?} is also in another shard")));
+            }
+        }
+        self.files.push(MappedFile { map, data_start: HEADER_LEN_BYTES + header_len });
+        Ok(())
     }
 
     /// A map over tensors already in memory (`label` names them in errors).
     pub fn from_rows(label: &Path, rows: Vec<(String, Vec<usize>, Vec<f32>)>) -> Self {
         let tensors = rows.into_iter().map(|(n, shape, values)| (n, Stored::Host(HostTensor { shape, values }))).collect();
-        Self { path: label.to_path_buf(), file: None, tensors, problems: Vec::new() }
+        Self { path: label.to_path_buf(), files: Vec::new(), tensors, problems: Vec::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -101,9 +136,9 @@ impl TensorMap {
             None => "missing".to_string(),
             Some(Stored::Host(t)) if t.shape == shape && t.values.len() == shape.iter().product::<usize>() => return t,
             Some(Stored::Host(t)) => format!("shape {:?}, expected {shape:?}", t.shape),
-            Some(Stored::Mapped(info)) => match (info.shape == shape, FLOAT_DTYPES.contains(&info.dtype)) {
+            Some(Stored::Mapped(k, info)) => match (info.shape == shape, FLOAT_DTYPES.contains(&info.dtype)) {
                 (true, true) => {
-                    let file = self.file.as_ref().expect("mapped tensors come only from a map read from a file");
+                    let file = &self.files[k];
                     let values = to_f32(&file.view(&info)).expect("every FLOAT_DTYPES dtype converts");
                     // Converted: its file pages need not stay resident beside the f32 copy.
                     rmtrain_core::mmap::release(&file.map, file.bytes(&info));
@@ -136,6 +171,47 @@ impl TensorMap {
             Err(ModelError::Strict { path: self.path, message: problems.join("; ") })
         }
     }
+}
+
+/// The weights file of an HF folder, and the index of a sharded one.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
+
+/// The shards an index names, each with the tensors its `weight_map` puts there, in file order.
+fn shard_files(index: &Path) -> Result<Vec<(String, Vec<String>)>, ModelError> {
+    let text = std::fs::read_to_string(index).map_err(|e| ModelError::file(index, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::file(index, format!("invalid JSON: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::file(index, "field \"weight_map\": missing or not an object"))?;
+    let mut shards: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, file) in map {
+        let file = file.as_str().ok_or_else(|| ModelError::file(index, format!("field \"weight_map.{name}\": not a file name")))?;
+        if file.contains('/') || file.contains("..") {
+            return Err(ModelError::file(index, format!("field \"weight_map.{name}\": {file:?} is not a file in this folder")));
+        }
+        shards.entry(file.to_string()).or_default().push(name.clone());
+    }
+    if shards.is_empty() {
+        return Err(ModelError::file(index, "field \"weight_map\": empty"));
+    }
+    Ok(shards.into_iter().collect())
+}
+
+/// sha256 identifying a folder's weights: of `model.safetensors`, or for a sharded checkpoint of
+/// the index followed by every shard's own sha256 (in file-name order).
+pub fn weights_sha256(dir: &Path) -> Result<String, ModelError> {
+    let single = dir.join(WEIGHTS_FILE);
+    let index = dir.join(WEIGHTS_INDEX);
+    if single.is_file() || !index.is_file() {
+        return Ok(rmtrain_core::sha256_file(&single)?);
+    }
+    let mut parts = vec![rmtrain_core::sha256_file(&index)?];
+    for (shard, _) in shard_files(&index)? {
+        parts.push(rmtrain_core::sha256_file(&dir.join(shard))?);
+    }
+    Ok(rmtrain_core::sha256_bytes(parts.join("+").as_bytes()))
 }
 
 /// The tensor's values as f32, or None for a dtype not in [`FLOAT_DTYPES`] (integers, bool, fp8).

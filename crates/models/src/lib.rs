@@ -8,12 +8,15 @@ pub mod config;
 pub mod dropout;
 pub mod fused;
 pub mod hf;
+pub mod llama;
+pub(crate) mod params;
 pub mod reward_model;
 pub mod reward_net;
 pub mod tokenizer;
 
 pub use bert::BertRewardModel;
 pub use config::BertConfig;
+pub use llama::{LlamaConfig, LlamaLm, LlamaRewardModel};
 pub use dropout::{DropoutMask, DropoutRng};
 pub use reward_model::{RewardModel, ScoreOptions};
 pub use reward_net::{is_no_decay, HfParam, LoadNotes, ModelConfig, Pooling, RewardNet, RewardNetwork};

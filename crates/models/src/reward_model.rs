@@ -4,7 +4,8 @@
 //! sequence classifier (`BertForSequenceClassification`).
 
 use crate::bert::BertRewardModel;
-use crate::hf::{write_safetensors, TensorMap};
+use crate::llama::LlamaRewardModel;
+use crate::hf::{weights_sha256, write_safetensors, TensorMap};
 use crate::reward_net::{LoadNotes, ModelConfig, RewardNet, RewardNetwork};
 use crate::tokenizer::RmTokenizer;
 use crate::ModelError;
@@ -59,9 +60,8 @@ impl RewardModel {
         if let Some(p) = dropout {
             config.set_dropout(p);
         }
-        let weights = dir.join("model.safetensors");
-        let tensors = TensorMap::read(&weights)?;
-        let weights_sha256 = rmtrain_core::sha256_file(&weights)?;
+        let tensors = TensorMap::read_dir(dir)?;
+        let weights_sha256 = weights_sha256(dir)?;
         Self::build(dir, config, tensors, weights_sha256, max_length, device)
     }
 
@@ -78,6 +78,11 @@ impl RewardModel {
             ModelConfig::Bert(c) => {
                 let (net, notes) = BertRewardModel::load(c, &mut tensors, device);
                 (RewardNetwork::Bert(net), notes)
+            }
+            ModelConfig::Llama(c) => {
+                let pad_id = c.pad_token_id.expect("LlamaConfig::from_map resolves the pad id");
+                let (net, notes) = LlamaRewardModel::load(c, pad_id, &mut tensors, device);
+                (RewardNetwork::Llama(net), notes)
             }
         };
         tensors.finish()?;

@@ -11,6 +11,7 @@
 use crate::bert::BertRewardModel;
 use crate::config::BertConfig;
 use crate::dropout::DropoutRng;
+use crate::llama::{LlamaConfig, LlamaRewardModel, config::LLAMA_MODEL_TYPES};
 use crate::ModelError;
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Bool, Int, Tensor};
@@ -150,6 +151,7 @@ pub trait RewardNet: Module {
 #[derive(Debug, Clone)]
 pub enum ModelConfig {
     Bert(BertConfig),
+    Llama(LlamaConfig),
 }
 
 impl ModelConfig {
@@ -164,36 +166,43 @@ impl ModelConfig {
             .get("architectures")
             .and_then(|v| v.as_array())
             .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.starts_with("Bert"))));
+        const SUPPORTED: &str = "\"bert\", \"llama\", \"mistral\", \"qwen2\"";
         match model_type.as_deref() {
             Some("bert") => Ok(Self::Bert(BertConfig::from_map(path, raw)?)),
+            Some(t) if LLAMA_MODEL_TYPES.contains(&t) => Ok(Self::Llama(LlamaConfig::from_map(path, raw)?)),
             None if bert_architecture => Ok(Self::Bert(BertConfig::from_map(path, raw)?)),
-            None => Err(ModelError::file(path, "field \"model_type\": missing (supported: \"bert\")")),
-            Some(other) => Err(ModelError::file(path, format!("field \"model_type\": {other:?} is not supported (supported: \"bert\")"))),
+            None => Err(ModelError::file(path, format!("field \"model_type\": missing (supported: {SUPPORTED})"))),
+            Some(other) => Err(ModelError::file(path, format!("field \"model_type\": {other:?} is not supported (supported: {SUPPORTED})"))),
         }
     }
 
     pub fn max_position_embeddings(&self) -> usize {
         match self {
             Self::Bert(c) => c.max_position_embeddings,
+            Self::Llama(c) => c.max_position_embeddings,
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Bert(c) => c.vocab_size,
+            Self::Llama(c) => c.vocab_size,
         }
     }
 
     pub fn pad_token_id(&self) -> Option<u32> {
         match self {
             Self::Bert(c) => c.pad_token_id,
+            Self::Llama(c) => c.pad_token_id,
         }
     }
 
-    /// Every dropout probability of the family replaced by `p` (a WARM diversity axis).
+    /// Every dropout probability of the family replaced by `p` (a WARM diversity axis). Llama
+    /// decoders have attention dropout only (`attention_dropout`).
     pub fn set_dropout(&mut self, p: f64) {
         match self {
             Self::Bert(c) => c.set_dropout(p),
+            Self::Llama(c) => c.attention_dropout = p,
         }
     }
 
@@ -201,6 +210,7 @@ impl ModelConfig {
     pub fn to_checkpoint_json(&self) -> serde_json::Value {
         match self {
             Self::Bert(c) => c.to_checkpoint_json(),
+            Self::Llama(c) => c.to_checkpoint_json(),
         }
     }
 }
@@ -209,48 +219,56 @@ impl ModelConfig {
 #[derive(Module, Debug)]
 pub enum RewardNetwork {
     Bert(BertRewardModel),
+    Llama(LlamaRewardModel),
 }
 
 impl RewardNet for RewardNetwork {
     fn forward_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> Tensor<1> {
         match self {
             Self::Bert(m) => m.forward_with(ids, mask, rng),
+            Self::Llama(m) => m.forward_with(ids, mask, rng),
         }
     }
 
     fn forward_frozen_backbone(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> Tensor<1> {
         match self {
             Self::Bert(m) => m.forward_frozen_backbone(ids, mask, rng),
+            Self::Llama(m) => m.forward_frozen_backbone(ids, mask, rng),
         }
     }
 
     fn forward_features(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: Option<&mut DropoutRng>) -> (Tensor<1>, Tensor<2>) {
         match self {
             Self::Bert(m) => m.forward_features(ids, mask, rng),
+            Self::Llama(m) => m.forward_features(ids, mask, rng),
         }
     }
 
     fn feature_dim(&self) -> usize {
         match self {
             Self::Bert(m) => m.feature_dim(),
+            Self::Llama(m) => m.feature_dim(),
         }
     }
 
     fn hf_params(&self) -> Vec<(String, HfParam<'_>)> {
         match self {
             Self::Bert(m) => m.hf_params(),
+            Self::Llama(m) => m.hf_params(),
         }
     }
 
     fn is_head_param(&self, hf_name: &str) -> bool {
         match self {
             Self::Bert(m) => m.is_head_param(hf_name),
+            Self::Llama(m) => m.is_head_param(hf_name),
         }
     }
 
     fn pooling(&self) -> Pooling {
         match self {
             Self::Bert(m) => m.pooling(),
+            Self::Llama(m) => m.pooling(),
         }
     }
 }

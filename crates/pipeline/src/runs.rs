@@ -33,7 +33,7 @@ pub(crate) fn finished_run_matches(model: &Path, cfg: &TrainConfig, data_sha: &s
     if !model.join("model.safetensors").is_file() {
         return Ok(false);
     }
-    let init_sha = rmtrain_core::sha256_file(&init.join("model.safetensors")).ok();
+    let init_sha = rmtrain_models::hf::weights_sha256(init).ok();
     let same = m.train_config == serde_json::to_value(cfg).expect("a config serializes")
         && m.train_data_sha256.as_deref() == Some(data_sha)
         && m.init_weights_sha256 == init_sha;

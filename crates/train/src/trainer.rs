@@ -169,7 +169,7 @@ fn resume_point(req: &TrainRequest, init_sha: &str, config_sha: &str) -> Result<
 pub fn can_resume(req: &TrainRequest) -> Result<bool, TrainError> {
     let Some((_, dir)) = checkpoint::list_checkpoints(&req.out).pop() else { return Ok(false) };
     let Ok(state) = checkpoint::read_state(&dir) else { return Ok(false) };
-    let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
+    let init_sha = rmtrain_models::hf::weights_sha256(&req.init)?;
     Ok(resume_mismatches(&state, req, &init_sha, &run_fingerprint(&req.config, req.trainable)?).is_empty())
 }
 
@@ -299,7 +299,7 @@ impl Run {
         let ad = req.device.clone().autodiff();
         ad.seed(mix_seed(cfg.seed, 0x1417, 0)); // a new head's init (dropout uses DropoutRng, per step)
 
-        let init_sha = rmtrain_core::sha256_file(&req.init.join("model.safetensors"))?;
+        let init_sha = rmtrain_models::hf::weights_sha256(&req.init)?;
         let config_sha = run_fingerprint(&cfg, req.trainable)?;
         let resume = resume_point(req, &init_sha, &config_sha)?;
         let load_dir = resume.as_ref().map_or(req.init.clone(), |(_, dir)| dir.clone());
