@@ -61,3 +61,62 @@ fn tiny_llama_rewards_match_transformers_in_one_padded_batch() {
         assert!((*p as f64 - want).abs() < 1e-4, "{}: {p} vs {want}", row["text"]);
     }
 }
+
+fn lm() -> rmtrain_models::CausalLm {
+    rmtrain_models::CausalLm::load(&fixture("tiny-llama-lm"), &Device::flex()).expect("load lm")
+}
+
+#[test]
+fn teacher_forced_logprobs_match_transformers_per_token_and_summed() {
+    let lm = lm();
+    let rows = jsonl(&fixture("tiny-llama-lm/logprobs.jsonl"));
+    let mut items = Vec::new();
+    for row in &rows {
+        let (p, r) = (row["prompt"].as_str().expect("prompt"), row["response"].as_str().expect("response"));
+        let (pi, ri) = (lm.encode_prompt(p).expect("prompt"), lm.encode_response(r).expect("response"));
+        assert_eq!(pi, ids_of(&row["prompt_ids"]), "{p:?}");
+        assert_eq!(ri, ids_of(&row["response_ids"]), "{r:?}");
+        items.push((pi, ri));
+    }
+    // one item per forward and all in one padded batch give the same numbers
+    for batch in [1, 16] {
+        let got = lm.logprobs(&items, batch).expect("logprobs");
+        for (row, lp) in rows.iter().zip(&got) {
+            let want: Vec<f64> = row["token_logprobs"].as_array().expect("lps").iter().map(|v| v.as_f64().expect("f")).collect();
+            assert_eq!(lp.len(), want.len());
+            for (a, b) in lp.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-3, "batch {batch}: {a} vs {b}");
+            }
+            let sum: f64 = lp.iter().map(|&x| x as f64).sum();
+            let want_sum = row["sum_logprob"].as_f64().expect("sum");
+            assert!((sum - want_sum).abs() < 1e-3, "batch {batch}, {}: {sum} vs {want_sum}", row["prompt"]);
+        }
+    }
+}
+
+#[test]
+fn greedy_decoding_with_the_kv_cache_gives_transformers_ids_alone_and_left_padded() {
+    let lm = lm();
+    let rows = jsonl(&fixture("tiny-llama-lm/greedy.jsonl"));
+    let requests: Vec<rmtrain_models::GenRequest> = rows
+        .iter()
+        .map(|row| {
+            let ids = lm.encode_prompt(row["prompt"].as_str().expect("prompt")).expect("encode");
+            assert_eq!(ids, ids_of(&row["prompt_ids"]));
+            rmtrain_models::GenRequest { prompt: ids, seed: 0 }
+        })
+        .collect();
+    // The fixture always runs 12 steps: no stop ids here, so nothing ends early.
+    let mut lm = lm;
+    lm.stop_ids.clear();
+    let sampling = rmtrain_models::Sampling { max_new_tokens: 12, ..Default::default() };
+    for batch in [1, 3] {
+        let mut tokens = 0;
+        let got = lm.generate(&requests, &sampling, batch, &mut |n| tokens += n).expect("generate");
+        assert_eq!(tokens, 12 * rows.len());
+        for (row, g) in rows.iter().zip(&got) {
+            assert_eq!(g.ids, ids_of(&row["new_ids"]), "batch {batch}: {}", row["prompt"]);
+            assert_eq!(g.finish, rmtrain_models::Finish::Length);
+        }
+    }
+}

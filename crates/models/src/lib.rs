@@ -4,6 +4,7 @@
 //! transformers can load.
 
 pub mod bert;
+pub mod causal_lm;
 pub mod config;
 pub mod dropout;
 pub mod fused;
@@ -15,6 +16,7 @@ pub mod reward_net;
 pub mod tokenizer;
 
 pub use bert::BertRewardModel;
+pub use causal_lm::{CausalLm, Finish, GenRequest, Generation, Sampling};
 pub use config::BertConfig;
 pub use llama::{LlamaConfig, LlamaLm, LlamaRewardModel};
 pub use dropout::{DropoutMask, DropoutRng};
