@@ -120,3 +120,41 @@ fn greedy_decoding_with_the_kv_cache_gives_transformers_ids_alone_and_left_padde
         }
     }
 }
+
+fn smollm2() -> Option<PathBuf> {
+    let p = root().join("assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: {} is missing (scripts/fetch-assets.sh fetches it)", p.display());
+        None
+    }
+}
+
+/// SmolLM2-135M-Instruct from its GGUF (Q4_1, embeddings Q8_0, tokenizer rebuilt from the
+/// metadata) against transformers reading the same file (tests/fixtures/smollm2/reference.json,
+/// scripts/smollm2_reference.py): token ids, the ChatML prompt, and greedy decoding that answers
+/// the question.
+#[test]
+fn smollm2_from_gguf_answers_a_chatml_question_under_greedy_decoding() {
+    let Some(path) = smollm2() else { return };
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/smollm2/reference.json")).expect("ref")).expect("json");
+    let lm = rmtrain_models::CausalLm::load(&path, &Device::flex()).expect("load gguf");
+    for case in reference["tokens"].as_array().expect("tokens") {
+        let text = case["text"].as_str().expect("text");
+        assert_eq!(lm.encode_prompt(text).expect("encode"), ids_of(&case["ids"]), "{text:?}");
+    }
+    let chat = &reference["chat"];
+    let prompt = lm.apply_chat_template(&chat["messages"]).expect("template");
+    assert_eq!(prompt, chat["text"].as_str().expect("text"));
+    let ids = lm.encode_chat(&prompt).expect("encode");
+    assert_eq!(ids, ids_of(&chat["ids"]));
+    let sampling = rmtrain_models::Sampling { max_new_tokens: 24, ..Default::default() };
+    let g = lm.generate(&[rmtrain_models::GenRequest { prompt: ids, seed: 0 }], &sampling, 1, &mut |_| {}).expect("generate");
+    // transformers' ids end with the EOS, which ours reports as the finish reason instead.
+    let mut want = ids_of(&chat["greedy_ids"]);
+    assert_eq!(want.pop(), Some(2), "the reference ends at <|im_end|>");
+    assert_eq!((g[0].ids.clone(), g[0].finish), (want, rmtrain_models::Finish::Eos));
+    assert_eq!(g[0].text, chat["greedy_text"].as_str().expect("text"));
+    assert!(g[0].text.contains("Paris"), "{:?}", g[0].text);
+}

@@ -147,7 +147,7 @@ impl CausalLm {
     /// `.gguf` file.
     pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
         if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-            return Err(ModelError::file(path, "GGUF: next step"));
+            return crate::gguf::load_causal_lm(path, device);
         }
         if !path.is_dir() {
             return Err(ModelError::file(path, "not a model folder or .gguf file (it does not exist)"));

@@ -34,6 +34,8 @@ enum Stored {
     Mapped(usize, TensorInfo),
     /// Already f32 in memory ([`TensorMap::from_rows`]).
     Host(HostTensor),
+    /// In a GGUF file, dequantised on `take` ([`TensorMap::from_gguf`]).
+    Gguf(crate::gguf::PendingTensor),
 }
 
 /// A memory-mapped safetensors file; its tensors' `data_offsets` count from `data_start`.
@@ -115,6 +117,12 @@ impl TensorMap {
         Self { path: label.to_path_buf(), files: Vec::new(), tensors, problems: Vec::new() }
     }
 
+    /// A map over a GGUF file's tensors, already under their HF names.
+    pub(crate) fn from_gguf(path: &Path, tensors: Vec<(String, crate::gguf::PendingTensor)>) -> Self {
+        let tensors = tensors.into_iter().map(|(n, t)| (n, Stored::Gguf(t))).collect();
+        Self { path: path.to_path_buf(), files: Vec::new(), tensors, problems: Vec::new() }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -136,6 +144,8 @@ impl TensorMap {
             None => "missing".to_string(),
             Some(Stored::Host(t)) if t.shape == shape && t.values.len() == shape.iter().product::<usize>() => return t,
             Some(Stored::Host(t)) => format!("shape {:?}, expected {shape:?}", t.shape),
+            Some(Stored::Gguf(t)) if t.shape() == shape => return HostTensor { shape: shape.to_vec(), values: t.load() },
+            Some(Stored::Gguf(t)) => format!("shape {:?} ({}), expected {shape:?}", t.shape(), t.describe()),
             Some(Stored::Mapped(k, info)) => match (info.shape == shape, FLOAT_DTYPES.contains(&info.dtype)) {
                 (true, true) => {
                     let file = &self.files[k];

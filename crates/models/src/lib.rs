@@ -8,6 +8,7 @@ pub mod causal_lm;
 pub mod config;
 pub mod dropout;
 pub mod fused;
+pub mod gguf;
 pub mod hf;
 pub mod llama;
 pub(crate) mod params;
