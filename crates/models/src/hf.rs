@@ -211,7 +211,11 @@ fn shard_files(index: &Path) -> Result<Vec<(String, Vec<String>)>, ModelError> {
 
 /// sha256 identifying a folder's weights: of `model.safetensors`, or for a sharded checkpoint of
 /// the index followed by every shard's own sha256 (in file-name order).
+/// A `.gguf` file: its own sha256.
 pub fn weights_sha256(dir: &Path) -> Result<String, ModelError> {
+    if dir.is_file() {
+        return Ok(rmtrain_core::sha256_file(dir)?);
+    }
     let single = dir.join(WEIGHTS_FILE);
     let index = dir.join(WEIGHTS_INDEX);
     if single.is_file() || !index.is_file() {

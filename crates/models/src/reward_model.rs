@@ -21,8 +21,11 @@ pub struct RewardModel {
     pub config: ModelConfig,
     pub net: RewardNetwork,
     pub tokenizer: RmTokenizer,
-    /// Folder it was loaded from (tokenizer files are copied from here on save).
+    /// Folder (or GGUF file) it was loaded from.
     pub source_dir: PathBuf,
+    /// Tokenizer files written into every checkpoint, read when the model was loaded (byte for
+    /// byte from an HF folder; rebuilt from the metadata for a GGUF).
+    pub tokenizer_files: Vec<(String, Vec<u8>)>,
     /// sha256 of the weights file it was loaded from.
     pub weights_sha256: String,
     /// Parameters initialised rather than loaded (a backbone's new head), tensors ignored.
@@ -52,9 +55,19 @@ impl RewardModel {
 
     /// As [`RewardModel::load`], with every dropout probability (hidden, attention, classifier)
     /// replaced by `dropout` when given: a WARM diversity axis.
+    /// `dir` may also be a `.gguf` file (a Llama-family causal LM: the reward head is new).
     pub fn load_with_dropout(dir: &Path, max_length: usize, device: &Device, dropout: Option<f64>) -> Result<Self, ModelError> {
+        if dir.is_file() && dir.extension().is_some_and(|e| e == "gguf") {
+            let g = crate::gguf::open_model(dir)?;
+            let mut config = ModelConfig::Llama(g.config);
+            if let Some(p) = dropout {
+                config.set_dropout(p);
+            }
+            let files = vec![("tokenizer.json".to_string(), json_bytes(&g.tokenizer_json)), ("tokenizer_config.json".to_string(), json_bytes(&g.tokenizer_config))];
+            return Self::build(dir, config, g.tensors, files, weights_sha256(dir)?, max_length, device);
+        }
         if !dir.is_dir() {
-            return Err(ModelError::file(dir, "not a model folder (it does not exist or is not a directory)"));
+            return Err(ModelError::file(dir, "not a model folder or .gguf file (it does not exist or is not a directory)"));
         }
         let mut config = ModelConfig::from_file(&dir.join("config.json"))?;
         if let Some(p) = dropout {
@@ -62,7 +75,7 @@ impl RewardModel {
         }
         let tensors = TensorMap::read_dir(dir)?;
         let weights_sha256 = weights_sha256(dir)?;
-        Self::build(dir, config, tensors, weights_sha256, max_length, device)
+        Self::build(dir, config, tensors, tokenizer_files(dir)?, weights_sha256, max_length, device)
     }
 
     /// A model from `dir`'s config and tokenizer with weights given in memory (HF names and
@@ -70,10 +83,19 @@ impl RewardModel {
     pub fn load_from_rows(dir: &Path, rows: Vec<(String, Vec<usize>, Vec<f32>)>, max_length: usize, device: &Device) -> Result<Self, ModelError> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let tensors = TensorMap::from_rows(&dir.join("model.safetensors"), rows);
-        Self::build(dir, config, tensors, String::new(), max_length, device)
+        Self::build(dir, config, tensors, tokenizer_files(dir)?, String::new(), max_length, device)
     }
 
-    fn build(dir: &Path, config: ModelConfig, mut tensors: TensorMap, weights_sha256: String, max_length: usize, device: &Device) -> Result<Self, ModelError> {
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        dir: &Path,
+        config: ModelConfig,
+        mut tensors: TensorMap,
+        tokenizer_files: Vec<(String, Vec<u8>)>,
+        weights_sha256: String,
+        max_length: usize,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         let (net, notes) = match &config {
             ModelConfig::Bert(c) => {
                 let (net, notes) = BertRewardModel::load(c, &mut tensors, device);
@@ -87,8 +109,12 @@ impl RewardModel {
         };
         tensors.finish()?;
         let max_length = max_length.min(config.max_position_embeddings());
-        let tokenizer = RmTokenizer::from_file(&dir.join("tokenizer.json"), max_length, config.pad_token_id())?;
-        Ok(Self { config, net, tokenizer, source_dir: dir.to_path_buf(), weights_sha256, notes })
+        let tokenizer_json = tokenizer_files
+            .iter()
+            .find(|(n, _)| n == "tokenizer.json")
+            .ok_or_else(|| ModelError::file(dir.join("tokenizer.json"), "missing: a reward model needs its tokenizer"))?;
+        let tokenizer = RmTokenizer::from_bytes(&dir.join("tokenizer.json"), &tokenizer_json.1, max_length, config.pad_token_id())?;
+        Ok(Self { config, net, tokenizer, source_dir: dir.to_path_buf(), tokenizer_files, weights_sha256, notes })
     }
 
     /// A model whose weights are `net` (a training state), with this model's config and tokenizer.
@@ -98,6 +124,7 @@ impl RewardModel {
             net,
             tokenizer: self.tokenizer.clone(),
             source_dir: self.source_dir.clone(),
+            tokenizer_files: self.tokenizer_files.clone(),
             weights_sha256: String::new(),
             notes: LoadNotes::default(),
         }
@@ -145,26 +172,30 @@ impl RewardModel {
         Ok((rewards, truncated))
     }
 
-    /// Writes the HF folder (config.json, model.safetensors, tokenizer files) into `dir`.
+    /// Writes the HF folder (config.json, model.safetensors, tokenizer files) into `dir`
+    /// (which must exist; callers write into an `AtomicDir`).
     pub fn save_hf(&self, dir: &Path) -> Result<(), ModelError> {
-        save_hf(dir, &self.config, &self.net, &self.source_dir)
+        write_safetensors(&dir.join("model.safetensors"), &self.net.hf_tensors())?;
+        rmtrain_core::write_json_atomic(&dir.join("config.json"), &self.config.to_checkpoint_json())?;
+        for (name, bytes) in &self.tokenizer_files {
+            rmtrain_core::write_atomic(&dir.join(name), bytes)?;
+        }
+        Ok(())
     }
 }
 
-/// Writes `net` as an HF folder into `dir` (which must exist; callers write into an `AtomicDir`),
-/// copying the tokenizer files from `source_dir`.
-pub fn save_hf(dir: &Path, config: &ModelConfig, net: &RewardNetwork, source_dir: &Path) -> Result<(), ModelError> {
-    write_safetensors(&dir.join("model.safetensors"), &net.hf_tensors())?;
-    rmtrain_core::write_json_atomic(&dir.join("config.json"), &config.to_checkpoint_json())?;
-    if !source_dir.join("tokenizer.json").is_file() {
-        return Err(ModelError::file(source_dir.join("tokenizer.json"), "missing: a checkpoint needs its tokenizer"));
-    }
+/// The tokenizer files of an HF folder that exist ([`TOKENIZER_FILES`]), read byte for byte.
+fn tokenizer_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ModelError> {
+    let mut files = Vec::new();
     for name in TOKENIZER_FILES {
-        let src = source_dir.join(name);
+        let src = dir.join(name);
         if src.is_file() {
-            let bytes = std::fs::read(&src).map_err(|e| ModelError::file(&src, e))?;
-            rmtrain_core::write_atomic(&dir.join(name), &bytes)?;
+            files.push((name.to_string(), std::fs::read(&src).map_err(|e| ModelError::file(&src, e))?));
         }
     }
-    Ok(())
+    Ok(files)
+}
+
+fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).expect("a JSON value serialises")
 }

@@ -43,10 +43,16 @@ impl Batch {
 impl RmTokenizer {
     /// `pad_id`: the config's `pad_token_id` when set, else the tokenizer's padding token, else 0.
     pub fn from_file(path: &Path, max_length: usize, pad_id: Option<u32>) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::file(path, e))?;
+        Self::from_bytes(path, &bytes, max_length, pad_id)
+    }
+
+    /// As [`from_file`](Self::from_file) from the file's bytes (`path` names it in errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8], max_length: usize, pad_id: Option<u32>) -> Result<Self, ModelError> {
         if max_length < 2 {
             return Err(ModelError::file(path, format!("max_length {max_length} leaves no room for text")));
         }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| ModelError::file(path, format!("cannot load tokenizer: {e}")))?;
+        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| ModelError::file(path, format!("cannot load tokenizer: {e}")))?;
         let pad_from_file = inner.get_padding().map(|p| p.pad_id);
         inner.with_padding(None);
         inner

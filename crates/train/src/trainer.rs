@@ -310,8 +310,8 @@ impl Run {
         if req.progress && !rm.notes.initialised.is_empty() {
             eprintln!("train: {}: initialised {} (seed {})", load_dir.display(), rm.notes.initialised.join(", "), cfg.seed);
         }
-        // Tokenizer files are always copied from the init folder: a resumed run's checkpoint folder
-        // may be pruned while the run goes on.
+        // The tokenizer files a checkpoint gets are held in memory (read at load), so a resumed
+        // run's checkpoint folder may be pruned while the run goes on.
         rm.source_dir = req.init.clone();
         if req.trainable == Trainable::HeadOnly && (cfg.metarm.is_some() || cfg.loss.contrastive.is_some()) {
             return Err(TrainError::Config("train.metarm and train.loss.contrastive train the backbone: not available for a head-only (linear probe) run".into()));
