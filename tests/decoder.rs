@@ -3,9 +3,13 @@
 //! transformers' layout, and training a decoder RM through the trainer.
 
 use burn::tensor::Device;
+use rmtrain_data::read_pairs;
 use rmtrain_models::{RewardModel, RewardNet, ScoreOptions};
+use rmtrain_train::trainer::Trainable;
+use rmtrain_train::{TrainConfig, TrainRequest};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,6 +20,22 @@ fn fixture(p: &str) -> PathBuf {
 fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).expect("read jsonl").lines().map(|l| serde_json::from_str(l).expect("json")).collect()
 }
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rmtrain-decoder-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d
+}
+/// Tensor names, shapes and raw bytes of a safetensors file, sorted by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut v: Vec<_> = st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+/// Training runs draw from Burn's per-backend RNG (a new head's init): one at a time.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn ids_of(v: &Value) -> Vec<u32> {
     v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
@@ -157,4 +177,96 @@ fn smollm2_from_gguf_answers_a_chatml_question_under_greedy_decoding() {
     assert_eq!((g[0].ids.clone(), g[0].finish), (want, rmtrain_models::Finish::Eos));
     assert_eq!(g[0].text, chat["greedy_text"].as_str().expect("text"));
     assert!(g[0].text.contains("Paris"), "{:?}", g[0].text);
+}
+
+fn request(init: &Path, out: &Path, config: TrainConfig, resume: bool) -> TrainRequest {
+    TrainRequest {
+        init: init.to_path_buf(),
+        train_pairs: read_pairs(&root().join("tests/data/tiny_pairs.jsonl")).expect("pairs"),
+        train_data_sha256: Some("tiny".into()),
+        evals: vec![("tiny".into(), read_pairs(&root().join("tests/data/tiny_eval.jsonl")).expect("eval"))],
+        config,
+        out: out.to_path_buf(),
+        resume,
+        recipe: Value::Null,
+        device: Device::flex(),
+        progress: false,
+        trainable: Trainable::All,
+    }
+}
+
+/// The trainer's whole contract on a decoder RM: the loss falls, replicas + accumulation +
+/// clipping + (attention) dropout run, a stopped run resumes to the same weights bitwise, the
+/// checkpoint keeps transformers' names, and two members average (WARM) into a model that loads.
+#[test]
+fn a_decoder_rm_trains_resumes_bitwise_and_averages() {
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let init = fixture("tiny-llama-rm");
+    let cfg = TrainConfig { batch_size: 4, lr: 2e-3, epochs: 4, warmup_ratio: 0.1, log_every: 1, grad_accum: 2, replicas: 2, dropout: Some(0.1), save_every: 2, keep_checkpoints: 1, ..TrainConfig::default() };
+    let full = tmp("full");
+    let whole = rmtrain_train::train(request(&init, &full, cfg.clone(), false)).expect("uninterrupted");
+    let losses: Vec<f64> = jsonl(&full.join("metrics.jsonl")).iter().filter_map(|r| r.get("loss").and_then(|l| l.as_f64())).collect();
+    let (first, last) = (losses[..2].iter().sum::<f64>() / 2.0, losses[losses.len() - 2..].iter().sum::<f64>() / 2.0);
+    assert!(last < first, "the loss falls: {losses:?}");
+    let part = tmp("part");
+    rmtrain_train::train(request(&init, &part, TrainConfig { max_steps: Some(5), ..cfg.clone() }, false)).expect("first half");
+    let resumed = rmtrain_train::train(request(&init, &part, cfg.clone(), true)).expect("resumed");
+    let (a, b) = (tensors(&whole.model_dir.join("model.safetensors")), tensors(&resumed.model_dir.join("model.safetensors")));
+    let differ: Vec<&String> = a.iter().zip(&b).filter(|(x, y)| x != y).map(|(x, _)| &x.0).collect();
+    assert!(differ.is_empty(), "resumed run differs in {differ:?}");
+    // transformers' LlamaForSequenceClassification names and shapes, tensor for tensor the fixture's
+    let fixture_names: Vec<(String, Vec<usize>)> = tensors(&init.join("model.safetensors")).into_iter().map(|(n, s, _)| (n, s)).collect();
+    let saved_names: Vec<(String, Vec<usize>)> = a.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+    assert_eq!(saved_names, fixture_names);
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(whole.model_dir.join("config.json")).expect("config")).expect("json");
+    assert_eq!(config["architectures"], serde_json::json!(["LlamaForSequenceClassification"]));
+    assert_eq!(config["pad_token_id"], serde_json::json!(0));
+    // a second member with another learning rate, then the uniform average
+    let other = tmp("other");
+    let second = rmtrain_train::train(request(&init, &other, TrainConfig { lr: 1e-3, ..cfg }, false)).expect("second member");
+    let avg = tmp("avg").join("avg");
+    let out = Command::new(env!("CARGO_BIN_EXE_rmtrain"))
+        .args(["average", "--strict", "--out"])
+        .arg(&avg)
+        .arg(&whole.model_dir)
+        .arg(&second.model_dir)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (m1, m2, m) = (tensors(&whole.model_dir.join("model.safetensors")), tensors(&second.model_dir.join("model.safetensors")), tensors(&avg.join("model.safetensors")));
+    let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+    for ((x, y), z) in m1.iter().zip(&m2).zip(&m) {
+        for ((p, q), r) in f32s(&x.2).iter().zip(f32s(&y.2)).zip(f32s(&z.2)) {
+            assert!(((p + q) / 2.0 - r).abs() <= 1e-6, "{}: {p}, {q} -> {r}", x.0);
+        }
+    }
+    let rm = RewardModel::load(&avg, 128, &Device::flex()).expect("the average loads");
+    assert!(matches!(rm.net, rmtrain_models::RewardNetwork::Llama(_)));
+}
+
+/// The production path: SmolLM2 from its GGUF gets a new reward head, trains through the trainer,
+/// and its checkpoint (an HF folder with the tokenizer rebuilt from the GGUF) reloads with the
+/// same rewards.
+#[test]
+fn smollm2_from_gguf_becomes_a_reward_model_that_trains_and_reloads() {
+    let Some(gguf) = smollm2() else { return };
+    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tmp("smol");
+    let cfg = TrainConfig { batch_size: 2, lr: 1e-5, max_steps: Some(2), max_length: 32, log_every: 1, ..TrainConfig::default() };
+    let mut req = request(&gguf, &out, cfg, false);
+    req.evals.clear();
+    let done = rmtrain_train::train(req).expect("train");
+    assert_eq!(done.steps, 2);
+    let rm = RewardModel::load(&done.model_dir, 32, &Device::flex()).expect("checkpoint loads");
+    let names: Vec<String> = tensors(&done.model_dir.join("model.safetensors")).into_iter().map(|t| t.0).collect();
+    assert!(names.contains(&"score.weight".to_string()) && names.contains(&"model.layers.29.mlp.down_proj.weight".to_string()));
+    assert!(!names.iter().any(|n| n.starts_with("lm_head")), "a reward model has no LM head");
+    let texts = ["a wonderful film", "a dull and lifeless film"];
+    let r = rm.score_texts(&texts, &ScoreOptions::default()).expect("score");
+    assert!(r.iter().all(|x| x.is_finite()) && r[0] != r[1], "{r:?}");
+    let again = RewardModel::load(&done.model_dir, 32, &Device::flex()).expect("again").score_texts(&texts, &ScoreOptions::default()).expect("score");
+    assert_eq!(r, again);
+    for f in ["tokenizer.json", "tokenizer_config.json", "config.json", "rmtrain.json"] {
+        assert!(done.model_dir.join(f).is_file(), "{f}");
+    }
 }
