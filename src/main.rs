@@ -4,6 +4,7 @@
 
 mod bench;
 mod device;
+mod lm_verbs;
 mod merge_verbs;
 mod recipe;
 mod strength_verb;
@@ -38,6 +39,14 @@ enum Verb {
     Strength(strength_verb::StrengthArgs),
     /// Run a recipe (TOML): data preparation, training, evaluation, report.
     Recipe(recipe::RecipeArgs),
+    /// Teacher-forced log-probs of responses under a causal LM (HF folder or GGUF).
+    ///
+    /// Example: rmtrain logprobs --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --input pairs.jsonl --chat
+    Logprobs(lm_verbs::LogprobsArgs),
+    /// Sample N responses per prompt from a causal LM (KV cache, padded batches), with their log-probs.
+    ///
+    /// Example: rmtrain generate --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --input prompts.jsonl --n 8 --chat --out cands.jsonl
+    Generate(lm_verbs::GenerateArgs),
     /// Measure training or scoring throughput on synthetic ids (same protocol as ../shared/bench).
     Bench(bench::BenchArgs),
 }
@@ -53,6 +62,8 @@ fn main() -> ExitCode {
         Verb::Interpolate(a) => merge_verbs::interpolate(a),
         Verb::Strength(a) => strength_verb::strength(a),
         Verb::Recipe(a) => recipe::run(a),
+        Verb::Logprobs(a) => lm_verbs::logprobs(a),
+        Verb::Generate(a) => lm_verbs::generate(a),
         Verb::Bench(a) => bench::run(a),
     };
     match result {

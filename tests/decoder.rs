@@ -270,3 +270,76 @@ fn smollm2_from_gguf_becomes_a_reward_model_that_trains_and_reloads() {
         assert!(done.model_dir.join(f).is_file(), "{f}");
     }
 }
+
+fn rmtrain(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rmtrain")).args(args).current_dir(root()).output().expect("run rmtrain");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn logprobs_verb_adds_the_fixture_log_probs_and_keeps_every_field() {
+    let (code, stdout, stderr) = rmtrain(&["logprobs", "--model", "tests/fixtures/hf/tiny-llama-lm", "--input", "tests/fixtures/hf/tiny-llama-lm/logprobs.jsonl", "--batch-size", "4"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows = jsonl(&fixture("tiny-llama-lm/logprobs.jsonl"));
+    let got: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(got.len(), rows.len());
+    for (g, want) in got.iter().zip(&rows) {
+        assert_eq!(g["index"], want["index"], "input fields are kept, in order");
+        let (a, b) = (g["logprob"].as_f64().expect("logprob"), want["sum_logprob"].as_f64().expect("sum"));
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        assert_eq!(g["logprobs"].as_array().expect("per token").len(), want["response_len"].as_u64().expect("len") as usize);
+    }
+}
+
+#[test]
+fn generate_verb_is_greedy_at_temperature_0_and_sampled_streams_ignore_the_batch() {
+    let dir = tmp("generate");
+    let prompts = dir.join("prompts.jsonl");
+    let rows = jsonl(&fixture("tiny-llama-lm/greedy.jsonl"));
+    let lines: Vec<String> = rows.iter().map(|r| serde_json::json!({"prompt": r["prompt"], "index": r["index"]}).to_string()).collect();
+    std::fs::write(&prompts, lines.join("\n")).expect("write");
+    let p = prompts.to_str().expect("utf8");
+    let (code, stdout, stderr) = rmtrain(&["generate", "--model", "tests/fixtures/hf/tiny-llama-lm", "--input", p, "--temperature", "0", "--max-new-tokens", "12", "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("tokens/s"), "{stderr}");
+    for (line, want) in stdout.lines().zip(&rows) {
+        let g: Value = serde_json::from_str(line).expect("json");
+        assert_eq!(g["index"], want["index"]);
+        assert_eq!(g["responses"][0], want["decoded"], "greedy text of {}", want["prompt"]);
+        assert_eq!(g["num_tokens"][0], 12);
+    }
+    let sampled = |batch: &str| {
+        let (code, stdout, stderr) = rmtrain(&["generate", "--model", "tests/fixtures/hf/tiny-llama-lm", "--input", p, "--n", "4", "--seed", "7", "--top-k", "50", "--top-p", "0.9", "--max-new-tokens", "8", "--batch-size", batch, "--no-progress"]);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let (one, many) = (sampled("1"), sampled("16"));
+    assert_eq!(one, many, "a sample does not depend on the batch it was decoded in");
+    let first: Value = serde_json::from_str(one.lines().next().expect("line")).expect("json");
+    let responses: Vec<&str> = first["responses"].as_array().expect("responses").iter().map(|r| r.as_str().expect("text")).collect();
+    assert_eq!(responses.len(), 4);
+    assert!(responses.iter().any(|r| *r != responses[0]), "4 samples at temperature 1 are not all equal: {responses:?}");
+}
+
+#[test]
+fn lm_verbs_refuse_bad_input_with_one_line_naming_file_line_and_field() {
+    let dir = tmp("lm-bad");
+    let f = dir.join("no_response.jsonl");
+    std::fs::write(&f, "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"c\"}\n").expect("write");
+    let f = f.to_str().expect("utf8");
+    let model = "tests/fixtures/hf/tiny-llama-lm";
+    for (args, must) in [
+        (vec!["logprobs", "--model", model, "--input", f], vec!["no_response.jsonl:2", "field \"response\": missing"]),
+        (vec!["generate", "--model", model, "--input", f, "--top-p", "0"], vec!["--top-p"]),
+        (vec!["generate", "--model", "tests/fixtures/hf/tiny-bert-rm", "--input", f], vec!["config.json", "not a causal LM"]),
+        (vec!["generate", "--model", model, "--input", f, "--chat"], vec!["no chat template"]),
+    ] {
+        let (code, stdout, stderr) = rmtrain(&args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        for m in must {
+            assert!(stderr.contains(m), "{args:?}: {stderr} lacks {m:?}");
+        }
+    }
+}

@@ -5,11 +5,13 @@
 pub mod meta;
 pub mod noise;
 pub mod pairs;
+pub mod prompts;
 pub mod vader;
 
 pub use meta::{meta_groups_from_texts, read_meta_groups, write_meta_groups, MetaGroup};
 pub use noise::{flip_by_strength, flip_labels, StrengthFlip};
 pub use pairs::{Pair, ScoreInput, ScoreRecord, distinct_texts, parse_pair_line, read_pairs, read_score_records, write_pairs_jsonl};
+pub use prompts::{read_prompt_records, PromptInput, PromptRecord};
 pub use vader::{DOMAINS, DomainSummary, Snippet, VaderOptions, VaderSummary, import_vader, load_domain};
 
 use std::path::PathBuf;

@@ -152,7 +152,7 @@ pub(crate) fn write_jsonl<'a>(
 }
 
 /// Non-blank lines of a JSONL file, parsed, with their 1-based line numbers.
-fn read_json_lines(path: &Path) -> Result<Vec<(usize, Value)>, DataError> {
+pub(crate) fn read_json_lines(path: &Path) -> Result<Vec<(usize, Value)>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut values = Vec::new();
@@ -257,17 +257,17 @@ fn optional_string(fields: &Map<String, Value>, key: &str, at: &At) -> Result<Op
 }
 
 /// Where a line came from, to build its errors.
-struct At<'a> {
-    path: &'a Path,
-    line: usize,
+pub(crate) struct At<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) line: usize,
 }
 
 impl At<'_> {
-    fn field(&self, field: impl Into<String>, problem: impl Into<String>) -> DataError {
+    pub(crate) fn field(&self, field: impl Into<String>, problem: impl Into<String>) -> DataError {
         DataError::Field { path: self.path.into(), line: self.line, field: field.into(), problem: problem.into() }
     }
 
-    fn object(&self, value: Value) -> Result<Map<String, Value>, DataError> {
+    pub(crate) fn object(&self, value: Value) -> Result<Map<String, Value>, DataError> {
         match value {
             Value::Object(fields) => Ok(fields),
             other => {
