@@ -66,6 +66,9 @@ pub struct GenerateArgs {
     /// Put a string prompt through the model's chat template, as one user message.
     #[arg(long)]
     pub chat: bool,
+    /// Do not stop at end-of-sequence tokens: every sample gets --max-new-tokens (benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Sample k of prompt i draws from its own stream seeded by (seed, i, k): results do not
     /// depend on --batch-size.
     #[arg(long, default_value_t = 0)]
@@ -131,7 +134,7 @@ pub fn logprobs(a: LogprobsArgs) -> Result<()> {
 }
 
 pub fn generate(a: GenerateArgs) -> Result<()> {
-    let sampling = Sampling { max_new_tokens: a.max_new_tokens, temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, min_p: a.min_p, stop_strings: a.stop.clone() };
+    let sampling = Sampling { max_new_tokens: a.max_new_tokens, temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, min_p: a.min_p, stop_strings: a.stop.clone(), ignore_eos: a.ignore_eos };
     sampling.validate().map_err(|m| anyhow::anyhow!("--{}", m.replacen('_', "-", 2)))?;
     let device = parse_device(&a.device)?;
     let records = read_prompt_records(&a.input, false)?;

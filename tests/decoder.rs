@@ -242,6 +242,12 @@ fn a_decoder_rm_trains_resumes_bitwise_and_averages() {
     }
     let rm = RewardModel::load(&avg, 128, &Device::flex()).expect("the average loads");
     assert!(matches!(rm.net, rmtrain_models::RewardNetwork::Llama(_)));
+    // the two members as a z-normalised ensemble
+    let (m1, m2) = (whole.model_dir.to_str().expect("utf8"), second.model_dir.to_str().expect("utf8"));
+    let (code, stdout, stderr) = rmtrain(&["score", "--model", m1, "--model", m2, "--combine", "worst", "--input", "tests/data/tiny_pairs.jsonl"]);
+    assert_eq!(code, 0, "{stderr}");
+    let first: Value = serde_json::from_str(stdout.lines().next().expect("line")).expect("json");
+    assert_eq!(first["member_rewards_chosen"].as_array().expect("members").len(), 2);
 }
 
 /// The production path: SmolLM2 from its GGUF gets a new reward head, trains through the trainer,
@@ -342,4 +348,39 @@ fn lm_verbs_refuse_bad_input_with_one_line_naming_file_line_and_field() {
             assert!(stderr.contains(m), "{args:?}: {stderr} lacks {m:?}");
         }
     }
+}
+
+/// A checkpoint split into shards with `model.safetensors.index.json` (what transformers writes
+/// for large models) loads to the same rewards; an index naming a tensor in the wrong shard is
+/// refused by name.
+#[test]
+fn a_sharded_checkpoint_loads_like_the_single_file() {
+    let dir = tmp("sharded");
+    let src = fixture("tiny-llama-rm");
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+    }
+    let all = tensors(&src.join("model.safetensors"));
+    let mut weight_map = serde_json::Map::new();
+    for (k, part) in all.chunks(all.len() / 2 + 1).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", k + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> =
+            part.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view"))).collect();
+        std::fs::write(dir.join(&file), safetensors::tensor::serialize(views, None).expect("serialize")).expect("write");
+        for (n, _, _) in part {
+            weight_map.insert(n.clone(), Value::String(file.clone()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).expect("index");
+    let texts = ["ok", "Hello world!", "The quick brown fox jumps over the lazy dog."];
+    let want = RewardModel::load(&src, 128, &Device::flex()).expect("single").score_texts(&texts, &ScoreOptions::default()).expect("score");
+    let got = RewardModel::load(&dir, 128, &Device::flex()).expect("sharded").score_texts(&texts, &ScoreOptions::default()).expect("score");
+    assert_eq!(got, want);
+    // a tensor the index puts in the wrong shard
+    let name = all[0].0.clone();
+    weight_map.insert(name.clone(), Value::String("model-00002-of-00002.safetensors".into()));
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({"weight_map": weight_map}).to_string()).expect("index");
+    let err = RewardModel::load(&dir, 128, &Device::flex()).err().expect("must fail").to_string();
+    assert!(err.contains("model.safetensors.index.json") && err.contains(&name), "{err}");
 }

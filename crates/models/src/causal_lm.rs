@@ -47,11 +47,13 @@ pub struct Sampling {
     /// Keep tokens at least min_p times as likely as the most likely one (0 = off).
     pub min_p: f64,
     pub stop_strings: Vec<String>,
+    /// Keep going past end-of-sequence tokens (fixed-length decoding, for benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl Default for Sampling {
     fn default() -> Self {
-        Self { max_new_tokens: 64, temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, stop_strings: Vec::new() }
+        Self { max_new_tokens: 64, temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, stop_strings: Vec::new(), ignore_eos: false }
     }
 }
 
@@ -360,7 +362,7 @@ impl CausalLm {
                 let l = &last[slot * vocab..(slot + 1) * vocab];
                 let token = pick(l, sampling, &mut rngs[row]);
                 let res = &mut results[row];
-                if self.stop_ids.contains(&token) {
+                if !sampling.ignore_eos && self.stop_ids.contains(&token) {
                     res.finish = Finish::Eos;
                     continue;
                 }
