@@ -2,6 +2,10 @@
 //! the losses against their reference values, training (loss falls, every parameter moves, exact
 //! resume), checkpoint round trips, bad input through the binary, and a recipe end to end.
 
+// Llama-family decoders (reward model, causal LM, GGUF) live in their own module of this one
+// test binary (one link of Burn for all of them).
+mod decoder;
+
 use burn::tensor::{Device, Tensor, TensorData};
 use rmtrain_data::read_pairs;
 use rmtrain_models::{RewardModel, RewardNet, ScoreOptions};

@@ -1,4 +1,4 @@
-//! Llama-family decoders against the PyTorch + transformers fixtures: the reward model
+//! (A module of the `rmtrain` test binary.) Llama-family decoders against the PyTorch + transformers fixtures: the reward model
 //! (`tiny-llama-rm`), teacher-forced log-probs and greedy decoding (`tiny-llama-lm`), checkpoints
 //! transformers' layout, and training a decoder RM through the trainer.
 
@@ -34,8 +34,6 @@ fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
-/// Training runs draw from Burn's per-backend RNG (a new head's init): one at a time.
-static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn ids_of(v: &Value) -> Vec<u32> {
     v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
@@ -200,7 +198,7 @@ fn request(init: &Path, out: &Path, config: TrainConfig, resume: bool) -> TrainR
 /// checkpoint keeps transformers' names, and two members average (WARM) into a model that loads.
 #[test]
 fn a_decoder_rm_trains_resumes_bitwise_and_averages() {
-    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = super::training_lock(); // Burn's per-backend RNG: one training run at a time
     let init = fixture("tiny-llama-rm");
     let cfg = TrainConfig { batch_size: 4, lr: 2e-3, epochs: 4, warmup_ratio: 0.1, log_every: 1, grad_accum: 2, replicas: 2, dropout: Some(0.1), save_every: 2, keep_checkpoints: 1, ..TrainConfig::default() };
     let full = tmp("full");
@@ -256,7 +254,7 @@ fn a_decoder_rm_trains_resumes_bitwise_and_averages() {
 #[test]
 fn smollm2_from_gguf_becomes_a_reward_model_that_trains_and_reloads() {
     let Some(gguf) = smollm2() else { return };
-    let _serial = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = super::training_lock(); // Burn's per-backend RNG: one training run at a time
     let out = tmp("smol");
     let cfg = TrainConfig { batch_size: 2, lr: 1e-5, max_steps: Some(2), max_length: 32, log_every: 1, ..TrainConfig::default() };
     let mut req = request(&gguf, &out, cfg, false);
