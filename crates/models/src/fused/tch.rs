@@ -1,4 +1,5 @@
-//! BERT's attention probabilities and LayerNorms on libtorch (`--features tch`), each one Burn op:
+//! BERT's attention probabilities, LayerNorms and Linear layers on libtorch (`--features tch`),
+//! each one Burn op:
 //! - softmax(scores / √d + mask_bias) ⊙ dropout mask with libtorch's own softmax kernels forward
 //!   and backward (`_softmax_backward_data`). Under Burn's autodiff the composed softmax is five
 //!   recorded ops (max, sub, exp, sum, div), each with its own backward, over [batch, heads, seq,
@@ -9,7 +10,6 @@
 //!   tch 0.22 binds no `native_layer_norm_backward`, so the op runs its few libtorch ops under
 //!   libtorch's own autograd and its backward asks that graph for the input gradients
 //!   ([`LibTorchGraph`]).
-//!
 //! - Linear layers as one libtorch `addmm` on [rows, in] with a hand-written backward (two `mm`
 //!   and a row sum). Burn's `linear` keeps [batch, seq, in] inputs batched when seq is a multiple
 //!   of 32 (a `bmm` over the batch against the broadcast weight) and adds the bias as a separate
