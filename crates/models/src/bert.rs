@@ -27,8 +27,10 @@
 use crate::config::BertConfig;
 use crate::dropout::DropoutRng;
 // On flex with OpenBLAS loaded (assets/openblas, scripts/fetch-assets.sh): sgemm; else Burn's ops.
-use rmtrain_blas::{linear, matmul4};
+use rmtrain_blas::matmul4;
 use crate::fused;
+// Linear layers: libtorch's addmm on tch, else as `matmul4`.
+use crate::fused::linear;
 use crate::hf::TensorMap;
 use crate::params::{push_linear, ParamBuilder};
 use crate::reward_net::{HfParam, LoadNotes, Pooling, RewardNet};

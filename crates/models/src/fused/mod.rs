@@ -6,10 +6,11 @@
 //! - GELU (exact erf) with a vectorizable erf (flex calls libm's scalar `erff` per element);
 //! - LayerNorm, whose forward and backward burn-autodiff decomposes into ~9 ops.
 //!
-//! Only f32 tensors on a flex device (with or without autodiff) take the fused path; every other
-//! device or dtype runs the composed Burn ops it always ran (`composed_*` below, also what the
-//! parity tests compare against). The fused ops compute the same formulas in f32, so results differ
-//! from the composed ops by rounding only.
+//! Only f32 tensors on a flex device (with or without autodiff) take the fused path; f32 tensors
+//! on a tch device take libtorch's own kernels for the same ops, and the Linear layers as one
+//! `addmm` (`tch.rs`); every other device or dtype runs the composed Burn ops it always
+//! ran (`composed_*` below, also what the parity tests compare against). The fused ops compute
+//! the same formulas in f32, so results differ from the composed ops by rounding only.
 
 mod kernels;
 #[cfg(feature = "tch")]
@@ -23,7 +24,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Shape, Tensor, TensorData};
 
@@ -50,7 +51,7 @@ fn fusable<const D: usize>(t: &Tensor<D>) -> bool {
 /// scores: [batch, heads, seq, keys]; mask_bias: [batch, 1, 1, keys] -> [batch, heads, seq, keys]
 pub fn attention_probs(scores: Tensor<4>, mask_bias: Tensor<4>, divisor: f32, dropout: Option<DropoutMask>) -> Tensor<4> {
     #[cfg(feature = "tch")]
-    if scores.dtype() == burn::tensor::DType::F32 && matches!(scores.device().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_)) {
+    if on_libtorch(&scores) {
         return tch::attention_probs(scores, mask_bias, divisor, dropout);
     }
     if !fusable(&scores) {
@@ -75,9 +76,29 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_erf(x.into_dispatch()))
 }
 
-/// `norm.forward(x)`, fused on flex (for a norm with a bias). `epsilon` must be the norm's own
-/// (Burn keeps that field private).
+/// True when `t` takes the libtorch path: f32 on a tch device, with or without autodiff.
+#[cfg(feature = "tch")]
+fn on_libtorch<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == burn::tensor::DType::F32 && matches!(t.device().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_))
+}
+
+/// `layer.forward(x)`: one `addmm` with its own backward on tch (for a layer with a bias),
+/// OpenBLAS on flex when loaded (`rmtrain_blas::linear`), else Burn's op.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "tch")]
+    if let Some(bias) = layer.bias.as_ref().filter(|_| on_libtorch(&x)) {
+        return tch::linear(layer, bias, x);
+    }
+    rmtrain_blas::linear(layer, x)
+}
+
+/// `norm.forward(x)`, fused on flex and tch (for a norm with a bias). `epsilon` must be the
+/// norm's own (Burn keeps that field private).
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "tch")]
+    if let Some(beta) = norm.beta.as_ref().filter(|_| on_libtorch(&x)) {
+        return tch::layer_norm(norm, beta, epsilon, x);
+    }
     let Some(beta) = norm.beta.as_ref().filter(|_| fusable(&x)) else {
         return norm.forward(x);
     };
@@ -85,9 +106,13 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) 
     Tensor::from_dispatch(<Dispatch as FusedOps>::layer_norm_affine(x.into_dispatch(), gamma, beta, epsilon))
 }
 
-/// `norm.forward(dropout(x) + residual)`, fused on flex (for a norm with a bias); `epsilon` as in
-/// [`layer_norm`].
+/// `norm.forward(dropout(x) + residual)`, fused on flex and tch (for a norm with a bias);
+/// `epsilon` as in [`layer_norm`].
 pub fn residual_layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>, residual: Tensor<D>, dropout: Option<DropoutMask>) -> Tensor<D> {
+    #[cfg(feature = "tch")]
+    if let Some(beta) = norm.beta.as_ref().filter(|_| on_libtorch(&x)) {
+        return tch::residual_layer_norm(norm, beta, epsilon, x, residual, dropout);
+    }
     let Some(beta) = norm.beta.as_ref().filter(|_| fusable(&x)) else {
         return composed_residual_layer_norm(norm, x, residual, dropout);
     };

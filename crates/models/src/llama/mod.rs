@@ -32,7 +32,9 @@ use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use rmtrain_blas::{linear, matmul4};
+// Linear layers: libtorch's addmm on tch, OpenBLAS on flex when loaded, else Burn's ops.
+use crate::fused::linear;
+use rmtrain_blas::matmul4;
 
 #[derive(Module, Debug)]
 pub struct LlamaAttention {
