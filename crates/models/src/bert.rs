@@ -7,7 +7,8 @@
 //! (BertEmbeddings, BertSelfAttention with an additive mask, BertPooler, BertForSequenceClassification).
 //! Padding never changes a reward: padded keys get exp(−∞)-weight 0 and the reward reads position 0.
 //! On flex, scale + mask + softmax + dropout of the attention, GELU, and each dropout + residual +
-//! LayerNorm run as fused kernels (`fused`); other devices run the same formulas as Burn ops.
+//! LayerNorm run as fused kernels (`fused`); on tch, Linear and LayerNorm are single libtorch ops
+//! (`fused::linear`, `fused::layer_norm`); other devices run the same formulas as Burn ops.
 //!
 //! HF key map (prefix `bert.` in a sequence-classification checkpoint, none in a bare `BertModel`):
 //! | HF name                                              | here                                  |
