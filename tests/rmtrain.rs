@@ -108,19 +108,7 @@ fn padded_batch_rewards_match(dev_name: &str, dev: &Device) {
     // ... and one padded to 128 like the fixture, built by hand.
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| rm.tokenizer.encode(t).expect("encode")).collect();
     let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let mut b = rm.tokenizer.collate(&seqs);
-    let (n, s) = (b.batch, b.seq);
-    let mut pid = Vec::new();
-    let mut pmask = Vec::new();
-    for i in 0..n {
-        pid.extend_from_slice(&b.ids[i * s..(i + 1) * s]);
-        pid.extend(std::iter::repeat_n(0i64, 128 - s));
-        pmask.extend_from_slice(&b.mask[i * s..(i + 1) * s]);
-        pmask.extend(std::iter::repeat_n(false, 128 - s));
-    }
-    b.ids = pid;
-    b.mask = pmask;
-    b.seq = 128;
+    let b = pad_to(rm.tokenizer.collate(&seqs), 128, 0);
     let (t_ids, t_mask) = b.to_tensors(dev);
     let padded: Vec<f32> = rm.net.forward(t_ids, t_mask).into_data().try_to_vec().expect("floats");
     for ((row, r), p) in rows.iter().zip(&batched).zip(&padded) {
@@ -128,6 +116,19 @@ fn padded_batch_rewards_match(dev_name: &str, dev: &Device) {
         assert!((*r as f64 - want).abs() < 1e-4, "{dev_name}: {}: {r} vs {want}", row["text"]);
         assert!((*p as f64 - want).abs() < 1e-4, "{dev_name}: {}: {p} vs {want}", row["text"]);
     }
+}
+
+/// `b` right-padded further, to `len` positions with `pad_id` (as the fixtures padded to 128).
+fn pad_to(b: rmtrain_models::Batch, len: usize, pad_id: i64) -> rmtrain_models::Batch {
+    let (n, s) = (b.batch, b.seq);
+    let (mut ids, mut mask) = (Vec::with_capacity(n * len), Vec::with_capacity(n * len));
+    for i in 0..n {
+        ids.extend_from_slice(&b.ids[i * s..(i + 1) * s]);
+        ids.extend(std::iter::repeat_n(pad_id, len - s));
+        mask.extend_from_slice(&b.mask[i * s..(i + 1) * s]);
+        mask.extend(std::iter::repeat_n(false, len - s));
+    }
+    rmtrain_models::Batch { ids, mask, seq: len, ..b }
 }
 
 #[test]

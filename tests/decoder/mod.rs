@@ -61,16 +61,7 @@ fn tiny_llama_rewards_match_transformers_in_one_padded_batch() {
     // ... and right-padded to 128 with the pad id like the fixture.
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| rm.tokenizer.encode(t).expect("encode")).collect();
     let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let mut b = rm.tokenizer.collate(&seqs);
-    let (n, s) = (b.batch, b.seq);
-    let (mut pid, mut pmask) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        pid.extend_from_slice(&b.ids[i * s..(i + 1) * s]);
-        pid.extend(std::iter::repeat_n(0i64, 128 - s));
-        pmask.extend_from_slice(&b.mask[i * s..(i + 1) * s]);
-        pmask.extend(std::iter::repeat_n(false, 128 - s));
-    }
-    (b.ids, b.mask, b.seq) = (pid, pmask, 128);
+    let b = super::pad_to(rm.tokenizer.collate(&seqs), 128, 0);
     let (t_ids, t_mask) = b.to_tensors(&Device::flex());
     let padded: Vec<f32> = rm.net.forward(t_ids, t_mask).into_data().try_to_vec().expect("floats");
     for ((row, r), p) in rows.iter().zip(&batched).zip(&padded) {
