@@ -12,12 +12,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// What both verbs read and where they write.
 #[derive(Args)]
-pub struct LogprobsArgs {
+pub struct LmInput {
     /// Causal LM: an HF folder (LlamaForCausalLM, Qwen2, Mistral) or a .gguf file.
     #[arg(long)]
     pub model: PathBuf,
-    /// JSONL lines with `prompt` (or `messages`) and `response`.
+    /// JSONL lines with `prompt` (a string or a conversation) or `messages`; `logprobs` also
+    /// needs `response`.
     #[arg(long)]
     pub input: PathBuf,
     /// Write the lines here (atomically) instead of stdout.
@@ -26,23 +28,22 @@ pub struct LogprobsArgs {
     /// Put a string prompt through the model's chat template, as one user message.
     #[arg(long)]
     pub chat: bool,
-    #[arg(long, default_value_t = 8, value_parser = at_least::<1>)]
-    pub batch_size: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
 #[derive(Args)]
+pub struct LogprobsArgs {
+    #[command(flatten)]
+    pub io: LmInput,
+    #[arg(long, default_value_t = 8, value_parser = at_least::<1>)]
+    pub batch_size: usize,
+}
+
+#[derive(Args)]
 pub struct GenerateArgs {
-    /// Causal LM: an HF folder (LlamaForCausalLM, Qwen2, Mistral) or a .gguf file.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// JSONL lines with `prompt` (a string or a conversation) or `messages`.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Write the lines here (atomically) instead of stdout.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub io: LmInput,
     /// Samples per prompt.
     #[arg(long, default_value_t = 1, value_parser = at_least::<1>)]
     pub n: usize,
@@ -63,9 +64,6 @@ pub struct GenerateArgs {
     /// Stop when this string appears (repeatable); it is cut from the response.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
-    /// Put a string prompt through the model's chat template, as one user message.
-    #[arg(long)]
-    pub chat: bool,
     /// Do not stop at end-of-sequence tokens: every sample gets --max-new-tokens (benchmarks).
     #[arg(long)]
     pub ignore_eos: bool,
@@ -76,8 +74,6 @@ pub struct GenerateArgs {
     /// Sequences decoded together.
     #[arg(long, default_value_t = 16, value_parser = at_least::<1>)]
     pub batch_size: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     #[arg(long)]
     pub no_progress: bool,
 }
@@ -110,12 +106,13 @@ fn emit(lines: Vec<Map<String, Value>>, out: Option<&Path>) -> Result<()> {
 }
 
 pub fn logprobs(a: LogprobsArgs) -> Result<()> {
-    let device = parse_device(&a.device)?;
-    let records = read_prompt_records(&a.input, true)?;
-    let lm = CausalLm::load(&a.model, &device)?;
+    let io = &a.io;
+    let device = parse_device(&io.device)?;
+    let records = read_prompt_records(&io.input, true)?;
+    let lm = CausalLm::load(&io.model, &device)?;
     let mut items = Vec::with_capacity(records.len());
     for r in &records {
-        let (p, _) = prompt_ids(&lm, r, a.chat, &a.input)?;
+        let (p, _) = prompt_ids(&lm, r, io.chat, &io.input)?;
         let resp = lm.encode_response(r.response.as_deref().expect("read_prompt_records requires a response"))?;
         items.push((p, resp));
     }
@@ -130,19 +127,20 @@ pub fn logprobs(a: LogprobsArgs) -> Result<()> {
             f
         })
         .collect();
-    emit(lines, a.out.as_deref())
+    emit(lines, io.out.as_deref())
 }
 
 pub fn generate(a: GenerateArgs) -> Result<()> {
     let sampling = Sampling { max_new_tokens: a.max_new_tokens, temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, min_p: a.min_p, stop_strings: a.stop.clone(), ignore_eos: a.ignore_eos };
     sampling.validate().map_err(|m| anyhow::anyhow!("--{}", m.replacen('_', "-", 2)))?;
-    let device = parse_device(&a.device)?;
-    let records = read_prompt_records(&a.input, false)?;
-    let lm = CausalLm::load(&a.model, &device)?;
+    let io = &a.io;
+    let device = parse_device(&io.device)?;
+    let records = read_prompt_records(&io.input, false)?;
+    let lm = CausalLm::load(&io.model, &device)?;
     let mut requests = Vec::with_capacity(records.len() * a.n);
     let mut texts = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
-        let (ids, text) = prompt_ids(&lm, r, a.chat, &a.input)?;
+        let (ids, text) = prompt_ids(&lm, r, io.chat, &io.input)?;
         texts.push(text);
         for k in 0..a.n {
             requests.push(GenRequest { prompt: ids.clone(), seed: rmtrain_core::mix_seed(a.seed, i as u64, k as u64) });
@@ -178,9 +176,9 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         f.insert("finish_reasons".into(), json!(gens.iter().map(|g| g.finish.name()).collect::<Vec<_>>()));
         f.insert(
             "generator".into(),
-            json!({"model": a.model.display().to_string(), "seed": a.seed, "temperature": a.temperature, "top_k": a.top_k, "top_p": a.top_p, "min_p": a.min_p, "max_new_tokens": a.max_new_tokens}),
+            json!({"model": io.model.display().to_string(), "seed": a.seed, "temperature": a.temperature, "top_k": a.top_k, "top_p": a.top_p, "min_p": a.min_p, "max_new_tokens": a.max_new_tokens}),
         );
         lines.push(f);
     }
-    emit(lines, a.out.as_deref())
+    emit(lines, io.out.as_deref())
 }

@@ -3,36 +3,16 @@
 //! transformers' layout, and training a decoder RM through the trainer.
 
 use burn::tensor::Device;
-use rmtrain_data::read_pairs;
 use rmtrain_models::{RewardModel, RewardNet, ScoreOptions};
-use rmtrain_train::trainer::Trainable;
 use rmtrain_train::{TrainConfig, TrainRequest};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-fn fixture(p: &str) -> PathBuf {
-    root().join("tests/fixtures/hf").join(p)
-}
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).expect("read jsonl").lines().map(|l| serde_json::from_str(l).expect("json")).collect()
-}
+use super::{fixture, jsonl, rmtrain, root, tensors};
+
+/// The binary's temp folder, named apart from the other tests' (they run in parallel).
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rmtrain-decoder-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp dir");
-    d
-}
-/// Tensor names, shapes and raw bytes of a safetensors file, sorted by name.
-fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).expect("read");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let mut v: Vec<_> = st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+    super::tmp(&format!("decoder-{name}"))
 }
 fn ids_of(v: &Value) -> Vec<u32> {
     v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
@@ -168,20 +148,9 @@ fn smollm2_from_gguf_answers_a_chatml_question_under_greedy_decoding() {
     assert!(g[0].text.contains("Paris"), "{:?}", g[0].text);
 }
 
+/// The BERT tests' request (tiny pairs, tiny eval set, flex) from another init.
 fn request(init: &Path, out: &Path, config: TrainConfig, resume: bool) -> TrainRequest {
-    TrainRequest {
-        init: init.to_path_buf(),
-        train_pairs: read_pairs(&root().join("tests/data/tiny_pairs.jsonl")).expect("pairs"),
-        train_data_sha256: Some("tiny".into()),
-        evals: vec![("tiny".into(), read_pairs(&root().join("tests/data/tiny_eval.jsonl")).expect("eval"))],
-        config,
-        out: out.to_path_buf(),
-        resume,
-        recipe: Value::Null,
-        device: Device::flex(),
-        progress: false,
-        trainable: Trainable::All,
-    }
+    TrainRequest { init: init.to_path_buf(), ..super::request(out, config, resume) }
 }
 
 /// The trainer's whole contract on a decoder RM: the loss falls, replicas + accumulation +
@@ -214,14 +183,9 @@ fn a_decoder_rm_trains_resumes_bitwise_and_averages() {
     let other = tmp("other");
     let second = rmtrain_train::train(request(&init, &other, TrainConfig { lr: 1e-3, ..cfg }, false)).expect("second member");
     let avg = tmp("avg").join("avg");
-    let out = Command::new(env!("CARGO_BIN_EXE_rmtrain"))
-        .args(["average", "--strict", "--out"])
-        .arg(&avg)
-        .arg(&whole.model_dir)
-        .arg(&second.model_dir)
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let utf8 = |p: &Path| p.to_str().expect("utf8").to_string();
+    let (code, _, stderr) = rmtrain(&["average", "--strict", "--out", &utf8(&avg), &utf8(&whole.model_dir), &utf8(&second.model_dir)]);
+    assert_eq!(code, 0, "{stderr}");
     let (m1, m2, m) = (tensors(&whole.model_dir.join("model.safetensors")), tensors(&second.model_dir.join("model.safetensors")), tensors(&avg.join("model.safetensors")));
     let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
     for ((x, y), z) in m1.iter().zip(&m2).zip(&m) {
@@ -266,11 +230,6 @@ fn smollm2_from_gguf_becomes_a_reward_model_that_trains_and_reloads() {
     }
     // 2.1 GB of weights and optimizer state: not left in the temp folder
     std::fs::remove_dir_all(&out).expect("cleanup");
-}
-
-fn rmtrain(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rmtrain")).args(args).current_dir(root()).output().expect("run rmtrain");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 #[test]

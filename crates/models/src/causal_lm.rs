@@ -159,43 +159,44 @@ impl CausalLm {
             ModelConfig::Llama(c) => c,
             ModelConfig::Bert(_) => return Err(ModelError::file(&config_path, "field \"model_type\": \"bert\" is not a causal LM")),
         };
-        let mut tensors = TensorMap::read_dir(path)?;
+        let tensors = TensorMap::read_dir(path)?;
         let tok_path = path.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| ModelError::file(&tok_path, format!("cannot load tokenizer: {e}")))?;
-        let tok_config = read_json(&path.join("tokenizer_config.json"))?;
-        let gen_config = read_json(&path.join("generation_config.json"))?;
-        let mut stop_ids = config.eos_token_ids.clone();
-        stop_ids.extend(ids_in(gen_config.as_ref().and_then(|g| g.get("eos_token_id"))));
-        let (chat_template, bos_token, eos_token) = match &tok_config {
-            Some(t) => (t.get("chat_template").and_then(|c| c.as_str()).map(str::to_string), token_string(t.get("bos_token")), token_string(t.get("eos_token"))),
-            None => (None, None, None),
-        };
-        if let Some(id) = eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
-            stop_ids.push(id);
+        let mut tok_config = read_json(&path.join("tokenizer_config.json"))?.unwrap_or_else(|| serde_json::json!({}));
+        // Newer transformers save the template beside the tokenizer config instead of inside it.
+        if tok_config.get("chat_template").is_none()
+            && let (Some(map), Ok(t)) = (tok_config.as_object_mut(), std::fs::read_to_string(path.join("chat_template.jinja")))
+        {
+            map.insert("chat_template".into(), serde_json::Value::String(t));
         }
-        let chat_template = chat_template.or_else(|| std::fs::read_to_string(path.join("chat_template.jinja")).ok());
-        let (net, notes) = LlamaLm::load(&config, &mut tensors, device);
-        tensors.finish()?;
-        Ok(Self::assemble(config, net, tokenizer, stop_ids, chat_template, bos_token, eos_token, path, notes))
+        let gen_config = read_json(&path.join("generation_config.json"))?;
+        Self::from_parts(config, tensors, tokenizer, &tok_config, gen_config.as_ref(), path, device)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn assemble(
+    /// What an HF folder and a GGUF both give: the config, the tensors, the tokenizer with its
+    /// `tokenizer_config.json` keys (special tokens, chat template) and, when there is one,
+    /// `generation_config.json`. Generation stops at every EOS id any of them names.
+    pub(crate) fn from_parts(
         config: LlamaConfig,
-        net: LlamaLm,
+        mut tensors: TensorMap,
         mut tokenizer: Tokenizer,
-        mut stop_ids: Vec<u32>,
-        chat_template: Option<String>,
-        bos_token: Option<String>,
-        eos_token: Option<String>,
+        tok_config: &serde_json::Value,
+        gen_config: Option<&serde_json::Value>,
         source: &Path,
-        notes: LoadNotes,
-    ) -> Self {
-        tokenizer.with_padding(None);
-        let _ = tokenizer.with_truncation(None);
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let (net, notes) = LlamaLm::load(&config, &mut tensors, device);
+        tensors.finish()?;
+        let chat_template = tok_config.get("chat_template").and_then(|c| c.as_str()).map(str::to_string);
+        let (bos_token, eos_token) = (token_string(tok_config.get("bos_token")), token_string(tok_config.get("eos_token")));
+        let mut stop_ids = config.eos_token_ids.clone();
+        stop_ids.extend(ids_in(gen_config.and_then(|g| g.get("eos_token_id"))));
+        stop_ids.extend(eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)));
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Self { config, net, tokenizer, stop_ids, chat_template, bos_token, eos_token, source: source.to_path_buf(), notes }
+        tokenizer.with_padding(None);
+        let _ = tokenizer.with_truncation(None);
+        Ok(Self { config, net, tokenizer, stop_ids, chat_template, bos_token, eos_token, source: source.to_path_buf(), notes })
     }
 
     fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, ModelError> {
@@ -266,8 +267,7 @@ impl CausalLm {
     }
 
     fn logprobs_batch(&self, items: &[&(Vec<u32>, Vec<u32>)]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if let Some((p, _)) = items.iter().find(|(p, r)| p.is_empty() && !r.is_empty()) {
-            debug_assert!(p.is_empty());
+        if items.iter().any(|(p, r)| p.is_empty() && !r.is_empty()) {
             return Err(ModelError::file(&self.source, "a prompt of no tokens: the first response token has nothing to condition on"));
         }
         let device = self.device();

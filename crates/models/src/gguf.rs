@@ -13,7 +13,7 @@
 
 use crate::causal_lm::CausalLm;
 use crate::hf::TensorMap;
-use crate::llama::{LlamaConfig, LlamaLm};
+use crate::llama::LlamaConfig;
 use crate::ModelError;
 use half::{bf16, f16};
 use rmtrain_core::Mmap;
@@ -484,7 +484,8 @@ impl PendingTensor {
     pub(crate) fn load(self) -> Vec<f32> {
         let values = self.file.dequantize(&self.info);
         match self.unpermute_heads {
-            Some(heads) => unpermute_rows(&values, heads, self.info.dims.get(1).map_or(1, |_| self.info.dims[0])),
+            // A 2-D weight's rows are `dims[0]` values long (ggml order); a bias has rows of one.
+            Some(heads) => unpermute_rows(&values, heads, if self.info.dims.len() == 2 { self.info.dims[0] } else { 1 }),
             None => values,
         }
     }
@@ -688,19 +689,10 @@ pub(crate) fn open_model(path: &Path) -> Result<GgufModel, ModelError> {
 
 /// A causal LM from a GGUF file.
 pub(crate) fn load_causal_lm(path: &Path, device: &burn::tensor::Device) -> Result<CausalLm, ModelError> {
-    let GgufModel { config, mut tensors, tokenizer_json, tokenizer_config } = open_model(path)?;
+    let GgufModel { config, tensors, tokenizer_json, tokenizer_config } = open_model(path)?;
     let tokenizer = tokenizers::Tokenizer::from_bytes(tokenizer_json.to_string().as_bytes())
         .map_err(|e| ModelError::file(path, format!("tokenizer rebuilt from the metadata does not load: {e}")))?;
-    let (net, notes) = LlamaLm::load(&config, &mut tensors, device);
-    tensors.finish()?;
-    let mut stop_ids = config.eos_token_ids.clone();
-    let eos_token = tokenizer_config.get("eos_token").and_then(|v| v.as_str()).map(str::to_string);
-    if let Some(id) = eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
-        stop_ids.push(id);
-    }
-    let chat_template = tokenizer_config.get("chat_template").and_then(|v| v.as_str()).map(str::to_string);
-    let bos_token = tokenizer_config.get("bos_token").and_then(|v| v.as_str()).map(str::to_string);
-    Ok(CausalLm::assemble(config, net, tokenizer, stop_ids, chat_template, bos_token, eos_token, path, notes))
+    CausalLm::from_parts(config, tensors, tokenizer, &tokenizer_config, None, path, device)
 }
 
 #[cfg(test)]

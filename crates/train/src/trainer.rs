@@ -303,16 +303,13 @@ impl Run {
         let config_sha = run_fingerprint(&cfg, req.trainable)?;
         let resume = resume_point(req, &init_sha, &config_sha)?;
         let load_dir = resume.as_ref().map_or(req.init.clone(), |(_, dir)| dir.clone());
-        let mut rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;
+        let rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;
         for note in &rm.notes.ignored {
             eprintln!("rmtrain: info: {}: ignored {note}", load_dir.display());
         }
         if req.progress && !rm.notes.initialised.is_empty() {
             eprintln!("train: {}: initialised {} (seed {})", load_dir.display(), rm.notes.initialised.join(", "), cfg.seed);
         }
-        // The tokenizer files a checkpoint gets are held in memory (read at load), so a resumed
-        // run's checkpoint folder may be pruned while the run goes on.
-        rm.source_dir = req.init.clone();
         if req.trainable == Trainable::HeadOnly && (cfg.metarm.is_some() || cfg.loss.contrastive.is_some()) {
             return Err(TrainError::Config("train.metarm and train.loss.contrastive train the backbone: not available for a head-only (linear probe) run".into()));
         }

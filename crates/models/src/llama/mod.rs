@@ -81,15 +81,6 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// Positions cached (0 before the first forward).
-    pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Keeps only the rows `keep` of the batch (finished sequences dropped from a generation).
     pub fn select_rows(&mut self, keep: &[usize]) {
         for slot in self.layers.iter_mut().flatten() {
@@ -163,21 +154,24 @@ impl Positions {
     }
 
     /// RoPE tables cos, sin: [batch, 1, seq, head_dim], `rotate_half` layout (frequencies repeated
-    /// for both halves). inv_freq = θ^(−2i/d) in f32 as transformers computes it.
+    /// for both halves). inv_freq = θ^(−2i/d) in f32 as transformers computes it. Each distinct
+    /// position's row is computed once (every row of a training batch has the same positions).
     fn rope(&self, theta: f64, head_dim: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
         let half = head_dim / 2;
         let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
-        let n = self.batch * self.seq;
-        let (mut cos, mut sin) = (Vec::with_capacity(n * head_dim), Vec::with_capacity(n * head_dim));
-        for &p in &self.positions {
+        let positions = self.positions.iter().max().map_or(0, |&p| p + 1);
+        // [position, head_dim] tables
+        let (mut cos_rows, mut sin_rows) = (Vec::with_capacity(positions * head_dim), Vec::with_capacity(positions * head_dim));
+        for p in 0..positions {
             let angles: Vec<f32> = inv_freq.iter().map(|f| p as f32 * f).collect();
             for _ in 0..2 {
-                cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
+                cos_rows.extend(angles.iter().map(|a| a.cos()));
+                sin_rows.extend(angles.iter().map(|a| a.sin()));
             }
         }
+        let gather = |rows: &[f32]| -> Vec<f32> { self.positions.iter().flat_map(|&p| rows[p * head_dim..(p + 1) * head_dim].iter().copied()).collect() };
         let shape = [self.batch, 1, self.seq, head_dim];
-        (Tensor::from_data(TensorData::new(cos, shape), device), Tensor::from_data(TensorData::new(sin, shape), device))
+        (Tensor::from_data(TensorData::new(gather(&cos_rows), shape), device), Tensor::from_data(TensorData::new(gather(&sin_rows), shape), device))
     }
 }
 
