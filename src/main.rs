@@ -3,6 +3,7 @@
 //! the error chain on one line and returns a non-zero exit code.
 
 mod bench;
+mod bon_verb;
 mod device;
 mod lm_verbs;
 mod merge_verbs;
@@ -47,6 +48,10 @@ enum Verb {
     ///
     /// Example: rmtrain generate --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --input prompts.jsonl --n 8 --chat --out cands.jsonl
     Generate(lm_verbs::GenerateArgs),
+    /// Best-of-N and regularised BoN (RBoN-KL, RBoN-WD) over candidate responses, swept over β and N.
+    ///
+    /// Example: rmtrain bon --input cands.jsonl --model runs/proxy/model --gold runs/gold/model --n 4,8,16 --out runs/bon
+    Bon(bon_verb::BonArgs),
     /// Measure training or scoring throughput on synthetic ids (same protocol as ../shared/bench).
     Bench(bench::BenchArgs),
 }
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Verb::Recipe(a) => recipe::run(a),
         Verb::Logprobs(a) => lm_verbs::logprobs(a),
         Verb::Generate(a) => lm_verbs::generate(a),
+        Verb::Bon(a) => bon_verb::bon(a),
         Verb::Bench(a) => bench::run(a),
     };
     match result {

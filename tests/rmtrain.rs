@@ -5,6 +5,8 @@
 // Llama-family decoders (reward model, causal LM, GGUF) live in their own module of this one
 // test binary (one link of Burn for all of them).
 mod decoder;
+// Best-of-N selection (RBoN) and sentence embeddings.
+mod rbon;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rmtrain_data::read_pairs;

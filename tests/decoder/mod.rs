@@ -110,6 +110,91 @@ fn greedy_decoding_with_the_kv_cache_gives_transformers_ids_alone_and_left_padde
     }
 }
 
+/// DeRa: greedy ids of λ·aligned + (1 − λ)·reference logits (dera.jsonl, λ ∈ {0, 0.5, 1, 2}),
+/// each request alone and all 12 (3 prompts × 4 λ) in left-padded batches of 5, both models with
+/// their own KV cache. λ = 0 logs the reference's own log-probs as π_λ's, λ = 1 the aligned one's.
+#[test]
+fn dera_greedy_ids_match_transformers_for_every_lambda_alone_and_batched() {
+    let mut reference = lm();
+    let aligned = rmtrain_models::CausalLm::load(&fixture("tiny-llama-lm-aligned"), &Device::flex()).expect("load aligned");
+    reference.stop_ids = aligned.stop_ids.clone();
+    let rows = jsonl(&fixture("dera.jsonl"));
+    let (mut requests, mut lambdas) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let ids = reference.encode_prompt(row["prompt"].as_str().expect("prompt")).expect("encode");
+        assert_eq!(ids, ids_of(&row["prompt_ids"]));
+        requests.push(rmtrain_models::GenRequest { prompt: ids, seed: 0 });
+        lambdas.push(row["lambda"].as_f64().expect("lambda"));
+    }
+    let realign = rmtrain_models::Realign { aligned: &aligned, lambdas: &lambdas };
+    for (ignore_eos, key) in [(true, "new_ids"), (false, "new_ids_stop_at_eos")] {
+        let sampling = rmtrain_models::Sampling { max_new_tokens: 12, ignore_eos, ..Default::default() };
+        for batch in [1, 5] {
+            let got = reference.generate_realigned(&requests, &realign, &sampling, batch, &mut |_| {}).expect("generate");
+            for (row, g) in rows.iter().zip(&got) {
+                assert_eq!(g.ids, ids_of(&row[key]), "batch {batch}, λ = {}: {} ({key})", row["lambda"], row["prompt"]);
+                let pol = g.realigned_logprobs.as_ref().expect("π_λ log-probs");
+                assert_eq!(pol.len(), g.ids.len());
+                match row["lambda"].as_f64() {
+                    Some(l) if l == 0.0 => assert_eq!(pol, &g.token_logprobs, "λ = 0 is the reference"),
+                    _ => assert!(pol.iter().zip(&g.token_logprobs).any(|(a, b)| a != b)),
+                }
+            }
+        }
+    }
+    // λ = 1 is the aligned model decoding alone.
+    let alone: Vec<rmtrain_models::GenRequest> = requests.iter().zip(&lambdas).filter(|(_, &l)| l == 1.0).map(|(r, _)| r.clone()).collect();
+    let sampling = rmtrain_models::Sampling { max_new_tokens: 12, ignore_eos: true, ..Default::default() };
+    let plain = aligned.generate(&alone, &sampling, 3, &mut |_| {}).expect("generate");
+    let ones: Vec<&Value> = rows.iter().filter(|r| r["lambda"].as_f64() == Some(1.0)).collect();
+    for (g, row) in plain.iter().zip(ones) {
+        assert_eq!(g.ids, ids_of(&row["new_ids"]));
+    }
+    // A model that ends sequences differently (another tokenizer) is refused.
+    let mut other = rmtrain_models::CausalLm::load(&fixture("tiny-llama-lm-aligned"), &Device::flex()).expect("load");
+    other.stop_ids.push(7);
+    let e = reference.generate_realigned(&requests[..1], &rmtrain_models::Realign { aligned: &other, lambdas: &[0.5] }, &sampling, 1, &mut |_| {});
+    assert!(e.expect_err("refused").to_string().contains("share the reference's vocabulary"));
+}
+
+/// `rmtrain generate --aligned --lambda`: one line per prompt and λ with `lambda`,
+/// `realigned_logprobs` and `kl_to_ref`; λ = 0 is the reference's own sampling (the same text as
+/// plain generation with the same seeds, KL exactly 0), and the sweep runs in one call.
+#[test]
+fn generate_verb_runs_a_dera_lambda_sweep_in_one_call() {
+    let dir = tmp("dera");
+    let prompts = dir.join("prompts.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"Hello\", \"id\": 1}\n{\"prompt\": \"The weather today is\", \"id\": 2}\n").expect("write");
+    let p = prompts.to_str().expect("utf8");
+    let common = ["--model", "tests/fixtures/hf/tiny-llama-lm", "--input", p, "--n", "3", "--seed", "5", "--max-new-tokens", "8", "--no-progress"];
+    let (code, plain, stderr) = rmtrain(&[&["generate"], &common[..]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let sweep_args = [&["generate"], &common[..], &["--aligned", "tests/fixtures/hf/tiny-llama-lm-aligned", "--lambda", "0,1,2", "--batch-size", "4"]].concat();
+    let (code, stdout, stderr) = rmtrain(&sweep_args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("KL(π_λ ‖ π_ref)"), "{stderr}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines.len(), 2 * 3, "one line per prompt and λ");
+    let plain: Vec<Value> = plain.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    for (i, line) in lines.iter().enumerate() {
+        let (prompt, lambda) = (i / 3, [0.0, 1.0, 2.0][i % 3]);
+        assert_eq!(line["id"], plain[prompt]["id"]);
+        assert_eq!(line["lambda"].as_f64(), Some(lambda));
+        assert_eq!(line["responses"].as_array().expect("responses").len(), 3);
+        let kl = line["kl_to_ref"].as_f64().expect("kl");
+        if lambda == 0.0 {
+            assert_eq!(line["responses"], plain[prompt]["responses"], "λ = 0 samples the reference with the same seeds");
+            assert_eq!(line["ref_logprobs"], plain[prompt]["ref_logprobs"]);
+            assert_eq!(kl, 0.0);
+        } else {
+            assert_ne!(line["responses"], plain[prompt]["responses"], "λ = {lambda} changes the samples");
+        }
+    }
+    let (code, _, stderr) = rmtrain(&[&["generate"], &common[..], &["--aligned", "tests/fixtures/hf/tiny-llama-lm-aligned"]].concat());
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--lambda"), "{stderr}");
+}
+
 fn smollm2() -> Option<PathBuf> {
     let p = root().join("assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if p.is_file() {

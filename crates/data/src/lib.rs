@@ -2,12 +2,14 @@
 //! formats ([`pairs`]), the importer that turns the VADER ICWSM-2014 human sentiment ratings into a
 //! preference testbed with gold labels ([`vader`]), and label-noise injection ([`noise`]).
 
+pub mod candidates;
 pub mod meta;
 pub mod noise;
 pub mod pairs;
 pub mod prompts;
 pub mod vader;
 
+pub use candidates::{read_candidate_records, CandidateColumns, CandidateRecord};
 pub use meta::{meta_groups_from_texts, read_meta_groups, write_meta_groups, MetaGroup};
 pub use noise::{flip_by_strength, flip_labels, StrengthFlip};
 pub use pairs::{Pair, ScoreInput, ScoreRecord, distinct_texts, parse_pair_line, read_pairs, read_score_records, write_pairs_jsonl};

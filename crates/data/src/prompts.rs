@@ -26,7 +26,7 @@ pub struct PromptRecord {
     pub fields: Map<String, Value>,
 }
 
-fn messages(v: &Value, field: &str, at: &At) -> Result<Value, DataError> {
+pub(crate) fn messages(v: &Value, field: &str, at: &At) -> Result<Value, DataError> {
     let Value::Array(items) = v else { return Err(at.field(field, "expected a string or a list of {\"role\", \"content\"} messages")) };
     if items.is_empty() {
         return Err(at.field(field, "an empty conversation"));

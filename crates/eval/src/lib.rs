@@ -4,6 +4,7 @@
 //! (text in an embedded DejaVu Sans, so no system font or C library is needed), and the preference
 //! strength μ̂ ± σ̂ an ensemble assigns to each pair (Secrets of RLHF II, §2.2).
 
+pub mod bon;
 pub mod metrics;
 pub mod plot;
 pub mod report;

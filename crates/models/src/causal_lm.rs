@@ -101,8 +101,12 @@ pub struct Generation {
     /// New token ids (without the EOS that ended them).
     pub ids: Vec<u32>,
     pub text: String,
-    /// log π(token | prefix) under the generating model at temperature 1 (no filters), per token.
+    /// log π(token | prefix) under the generating model at temperature 1 (no filters), per token;
+    /// with DeRa, under the reference model (the one `generate_realigned` is called on).
     pub token_logprobs: Vec<f32>,
+    /// With DeRa only: log π_λ(token | prefix) under the realigned distribution
+    /// softmax(λ·h_aligned + (1 − λ)·h_ref) at temperature 1, per token.
+    pub realigned_logprobs: Option<Vec<f32>>,
     pub finish: Finish,
 }
 
@@ -110,6 +114,21 @@ impl Generation {
     pub fn ref_logprob(&self) -> f64 {
         self.token_logprobs.iter().map(|&x| x as f64).sum()
     }
+
+    /// Σ log π_λ over the tokens (DeRa only).
+    pub fn realigned_logprob(&self) -> Option<f64> {
+        self.realigned_logprobs.as_ref().map(|l| l.iter().map(|&x| x as f64).sum())
+    }
+}
+
+/// Decoding-time realignment (DeRa: Liu et al., "Decoding-time Realignment of Language Models",
+/// ICML 2024): each step's next-token logits are λ·h_aligned + (1 − λ)·h_ref, which approximates
+/// the model aligned with KL strength β/λ when `aligned` was aligned from the reference at β.
+/// λ = 0 is the reference, 1 the aligned model, λ > 1 extrapolates.
+pub struct Realign<'a> {
+    pub aligned: &'a CausalLm,
+    /// One λ per request.
+    pub lambdas: &'a [f64],
 }
 
 /// One generation request: a prompt's ids and the seed of its sampling stream.
@@ -315,6 +334,38 @@ impl CausalLm {
     /// stream (`seed`), so a result does not depend on the batch it ran in. `progress` gets the
     /// number of tokens each step produced.
     pub fn generate(&self, requests: &[GenRequest], sampling: &Sampling, batch_size: usize, progress: &mut dyn FnMut(usize)) -> Result<Vec<Generation>, ModelError> {
+        self.generate_with(requests, None, sampling, batch_size, progress)
+    }
+
+    /// As [`generate`](Self::generate), decoding with DeRa's mixed logits: this model is the
+    /// reference, `realign.aligned` the aligned one (same tokenizer and vocabulary), request k
+    /// with λ = `realign.lambdas[k]`. Both models run on the same padded batch, each with its own
+    /// KV cache. Each generation carries log-probs under the reference and under π_λ.
+    pub fn generate_realigned(&self, requests: &[GenRequest], realign: &Realign, sampling: &Sampling, batch_size: usize, progress: &mut dyn FnMut(usize)) -> Result<Vec<Generation>, ModelError> {
+        let a = realign.aligned;
+        if realign.lambdas.len() != requests.len() {
+            return Err(ModelError::file(&self.source, format!("DeRa: {} λ values for {} requests", realign.lambdas.len(), requests.len())));
+        }
+        if let Some(l) = realign.lambdas.iter().find(|l| !l.is_finite()) {
+            return Err(ModelError::file(&self.source, format!("DeRa: λ = {l} is not a finite number")));
+        }
+        let (v_ref, v_al) = (self.config.vocab_size, a.config.vocab_size);
+        let (t_ref, t_al) = (self.tokenizer.get_vocab_size(true), a.tokenizer.get_vocab_size(true));
+        if v_ref != v_al || t_ref != t_al || self.stop_ids != a.stop_ids {
+            return Err(ModelError::file(
+                &a.source,
+                format!(
+                    "DeRa needs the aligned model to share the reference's vocabulary: vocab_size {v_al} vs {v_ref}, tokenizer {t_al} vs {t_ref} tokens, stop ids {:?} vs {:?} ({})",
+                    a.stop_ids,
+                    self.stop_ids,
+                    self.source.display()
+                ),
+            ));
+        }
+        self.generate_with(requests, Some(realign), sampling, batch_size, progress)
+    }
+
+    fn generate_with(&self, requests: &[GenRequest], realign: Option<&Realign>, sampling: &Sampling, batch_size: usize, progress: &mut dyn FnMut(usize)) -> Result<Vec<Generation>, ModelError> {
         sampling.validate().map_err(|m| ModelError::file(&self.source, m))?;
         if let Some(k) = requests.iter().position(|r| r.prompt.is_empty()) {
             return Err(ModelError::file(&self.source, format!("request {k}: a prompt of no tokens")));
@@ -324,14 +375,16 @@ impl CausalLm {
         let mut out: Vec<Option<Generation>> = vec![None; requests.len()];
         for chunk in order.chunks(batch_size.max(1)) {
             let reqs: Vec<&GenRequest> = chunk.iter().map(|&i| &requests[i]).collect();
-            for (i, g) in chunk.iter().zip(self.generate_batch(&reqs, sampling, progress)?) {
+            let mix = realign.map(|r| (r.aligned, chunk.iter().map(|&i| r.lambdas[i]).collect::<Vec<f64>>()));
+            for (i, g) in chunk.iter().zip(self.generate_batch(&reqs, mix.as_ref().map(|(a, l)| (*a, l.as_slice())), sampling, progress)?) {
                 out[*i] = Some(g);
             }
         }
         Ok(out.into_iter().map(|g| g.expect("every request was generated")).collect())
     }
 
-    fn generate_batch(&self, reqs: &[&GenRequest], sampling: &Sampling, progress: &mut dyn FnMut(usize)) -> Result<Vec<Generation>, ModelError> {
+    /// One padded batch; with `mix` = (aligned model, λ per request), DeRa's mixed logits.
+    fn generate_batch(&self, reqs: &[&GenRequest], mix: Option<(&CausalLm, &[f64])>, sampling: &Sampling, progress: &mut dyn FnMut(usize)) -> Result<Vec<Generation>, ModelError> {
         let device = self.device();
         let batch = reqs.len();
         let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(1);
@@ -344,23 +397,41 @@ impl CausalLm {
             key_mask.extend(std::iter::repeat_n(true, r.prompt.len()));
         }
         let mut rngs: Vec<rand_chacha::ChaCha8Rng> = reqs.iter().map(|r| rand_chacha::ChaCha8Rng::seed_from_u64(r.seed)).collect();
-        let mut results: Vec<Generation> = (0..batch).map(|_| Generation { ids: Vec::new(), text: String::new(), token_logprobs: Vec::new(), finish: Finish::Length }).collect();
+        let mut results: Vec<Generation> = (0..batch)
+            .map(|_| Generation { ids: Vec::new(), text: String::new(), token_logprobs: Vec::new(), realigned_logprobs: mix.map(|_| Vec::new()), finish: Finish::Length })
+            .collect();
         // alive[slot] = the request (row of `results`) the cache's row `slot` belongs to
         let mut alive: Vec<usize> = (0..batch).collect();
         let mut cache = KvCache::default();
+        let mut aligned_cache = KvCache::default();
         let mut input = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, longest]), &device);
         let mut seq = longest;
         for _ in 0..sampling.max_new_tokens {
             let n = alive.len();
             let pos = Positions::counting_real(&key_mask, n, seq);
-            let logits = self.net.forward(input, &pos, Some(&mut cache));
-            let vocab = logits.dims()[2];
-            let last: Vec<f32> = logits.narrow(1, seq - 1, 1).reshape([n, vocab]).into_data().convert::<f32>().try_to_vec().expect("floats");
+            let last_row = |logits: Tensor<3>| -> (Vec<f32>, usize) {
+                let vocab = logits.dims()[2];
+                (logits.narrow(1, seq - 1, 1).reshape([n, vocab]).into_data().convert::<f32>().try_to_vec().expect("floats"), vocab)
+            };
+            let aligned_last = mix.map(|(a, _)| last_row(a.net.forward(input.clone(), &pos, Some(&mut aligned_cache))).0);
+            let (last, vocab) = last_row(self.net.forward(input, &pos, Some(&mut cache)));
+            let mut mixed = Vec::new();
             let mut next = Vec::with_capacity(n);
             let mut keep = Vec::with_capacity(n);
             for (slot, &row) in alive.iter().enumerate() {
                 let l = &last[slot * vocab..(slot + 1) * vocab];
-                let token = pick(l, sampling, &mut rngs[row]);
+                // DeRa: λ·h_aligned + (1 − λ)·h_ref, in f32 as the logits are.
+                let policy = match (&aligned_last, mix) {
+                    (Some(al), Some((_, lambdas))) => {
+                        let lam = lambdas[row] as f32;
+                        let a = &al[slot * vocab..(slot + 1) * vocab];
+                        mixed.clear();
+                        mixed.extend(a.iter().zip(l).map(|(&x, &y)| lam * x + (1.0 - lam) * y));
+                        mixed.as_slice()
+                    }
+                    _ => l,
+                };
+                let token = pick(policy, sampling, &mut rngs[row]);
                 let res = &mut results[row];
                 if !sampling.ignore_eos && self.stop_ids.contains(&token) {
                     res.finish = Finish::Eos;
@@ -368,12 +439,18 @@ impl CausalLm {
                 }
                 res.ids.push(token);
                 res.token_logprobs.push(log_prob(l, token));
+                if let Some(r) = res.realigned_logprobs.as_mut() {
+                    r.push(log_prob(policy, token));
+                }
                 if !sampling.stop_strings.is_empty() {
                     let text = self.decode(&res.ids)?;
                     if let Some(cut) = sampling.stop_strings.iter().filter_map(|s| text.find(s.as_str())).min() {
                         // The token completing the stop string is not kept; the text ends before it.
                         res.ids.pop();
                         res.token_logprobs.pop();
+                        if let Some(r) = res.realigned_logprobs.as_mut() {
+                            r.pop();
+                        }
                         res.text = text[..cut].to_string();
                         res.finish = Finish::Stop;
                         continue;
@@ -396,6 +473,9 @@ impl CausalLm {
             key_mask = mask;
             if keep.len() < n {
                 cache.select_rows(&keep);
+                if mix.is_some() {
+                    aligned_cache.select_rows(&keep);
+                }
             }
             alive = keep.iter().map(|&slot| alive[slot]).collect();
             input = Tensor::<2, Int>::from_data(TensorData::new(next, [alive.len(), 1]), &device);

@@ -139,6 +139,43 @@ impl RewardModel {
     /// tokens, which were truncated (cut from the right, as transformers does; TRL's
     /// RewardTrainer drops such pairs from training instead).
     pub fn score_texts_counting(&self, texts: &[&str], opts: &ScoreOptions) -> Result<(Vec<f32>, usize), ModelError> {
+        let (rows, truncated) = self.map_batches(texts, opts, |net, ids, mask| {
+            let r = net.forward(ids, mask).into_data().convert::<f32>().try_to_vec::<f32>().expect("rewards are floats");
+            r.into_iter().map(|x| vec![x]).collect()
+        })?;
+        Ok((rows.into_iter().map(|r| r[0]).collect(), truncated))
+    }
+
+    /// Sentence embeddings of `texts` in their order: the last hidden states averaged over the
+    /// real tokens (attention mask), then L2-normalised, as sentence-transformers' MiniLM
+    /// (Pooling mean + Normalize) computes them. BERT encoders only; the head is not used, so a
+    /// bare backbone (a new, random head) is fine. Also counts the texts cut at `max_length`.
+    pub fn embed_texts(&self, texts: &[&str], opts: &ScoreOptions) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        if !matches!(self.net, RewardNetwork::Bert(_)) {
+            return Err(ModelError::file(&self.source_dir, "sentence embeddings need a BERT encoder (e.g. all-MiniLM-L6-v2); this is a decoder"));
+        }
+        self.map_batches(texts, opts, |net, ids, mask| {
+            let RewardNetwork::Bert(bert) = net else { unreachable!("checked above") };
+            let [batch, seq] = ids.dims();
+            let weights = mask.clone().float().reshape([batch, seq, 1]);
+            let hidden = bert.encode(ids, mask);
+            let d = hidden.dims()[2];
+            let summed = (hidden * weights.clone()).sum_dim(1).reshape([batch, d]);
+            let counts = weights.sum_dim(1).reshape([batch, 1]).clamp_min(1e-9);
+            let mean = summed / counts;
+            let norm = mean.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+            let unit = (mean / norm).into_data().convert::<f32>().try_to_vec::<f32>().expect("embeddings are floats");
+            unit.chunks(d).map(<[f32]>::to_vec).collect()
+        })
+    }
+
+    /// Runs `f` (inference mode) over `texts` in length-sorted batches of `opts.batch_size` on
+    /// `opts.threads` threads; `f` returns one row per text of its batch. Rows come back in input
+    /// order, with the number of texts truncated at `max_length`.
+    fn map_batches<F>(&self, texts: &[&str], opts: &ScoreOptions, f: F) -> Result<(Vec<Vec<f32>>, usize), ModelError>
+    where
+        F: Fn(&RewardNetwork, burn::tensor::Tensor<2, burn::tensor::Int>, burn::tensor::Tensor<2, burn::tensor::Bool>) -> Vec<Vec<f32>> + Sync,
+    {
         let net = self.net.valid();
         let (ids, truncated) = self.tokenizer.encode_all_counting(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
@@ -146,30 +183,29 @@ impl RewardModel {
         let chunks: Vec<&[usize]> = order.chunks(opts.batch_size.max(1)).collect();
         let threads = opts.threads.clamp(1, chunks.len().max(1));
         let device = net.devices().into_iter().next().expect("a model has parameters on a device");
-        // Thread t scores chunks t, t + threads, ...; every reward lands in its input slot.
-        let scored: Vec<Vec<(usize, f32)>> = std::thread::scope(|scope| {
+        // Thread t runs chunks t, t + threads, ...; every row lands in its input slot.
+        let done: Vec<Vec<(usize, Vec<f32>)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (net, chunks, ids, device) = (&net, &chunks, &ids, &device);
+                    let (net, chunks, ids, device, f) = (&net, &chunks, &ids, &device, &f);
                     scope.spawn(move || {
                         let mut out = Vec::new();
                         for chunk in chunks.iter().skip(t).step_by(threads) {
                             let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
                             let (t_ids, t_mask) = self.tokenizer.collate(&seqs).to_tensors(device);
-                            let r = net.forward(t_ids, t_mask).into_data().convert::<f32>().try_to_vec::<f32>().expect("rewards are floats");
-                            out.extend(chunk.iter().copied().zip(r));
+                            out.extend(chunk.iter().copied().zip(f(net, t_ids, t_mask)));
                         }
                         out
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("a scoring thread panicked")).collect()
+            handles.into_iter().map(|h| h.join().expect("a batch thread panicked")).collect()
         });
-        let mut rewards = vec![0f32; texts.len()];
-        for (i, r) in scored.into_iter().flatten() {
-            rewards[i] = r;
+        let mut rows = vec![Vec::new(); texts.len()];
+        for (i, r) in done.into_iter().flatten() {
+            rows[i] = r;
         }
-        Ok((rewards, truncated))
+        Ok((rows, truncated))
     }
 
     /// Writes the HF folder (config.json, model.safetensors, tokenizer files) into `dir`

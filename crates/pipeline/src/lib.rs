@@ -5,6 +5,7 @@
 //! [`strength`] measures each pair's preference strength with several models (Secrets of RLHF II);
 //! [`report`] writes markdown, JSON and plots. The binary keeps only argument parsing and printing.
 
+pub mod bon;
 pub mod evaluate;
 pub mod interpolate;
 pub mod lock;
