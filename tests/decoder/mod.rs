@@ -143,7 +143,7 @@ fn dera_greedy_ids_match_transformers_for_every_lambda_alone_and_batched() {
         }
     }
     // λ = 1 is the aligned model decoding alone.
-    let alone: Vec<rmtrain_models::GenRequest> = requests.iter().zip(&lambdas).filter(|(_, &l)| l == 1.0).map(|(r, _)| r.clone()).collect();
+    let alone: Vec<rmtrain_models::GenRequest> = requests.iter().zip(&lambdas).filter(|(_, l)| **l == 1.0).map(|(r, _)| r.clone()).collect();
     let sampling = rmtrain_models::Sampling { max_new_tokens: 12, ignore_eos: true, ..Default::default() };
     let plain = aligned.generate(&alone, &sampling, 3, &mut |_| {}).expect("generate");
     let ones: Vec<&Value> = rows.iter().filter(|r| r["lambda"].as_f64() == Some(1.0)).collect();

@@ -6,7 +6,7 @@
 //! [`rmtrain_eval::bon`]; this writes its report (`bon.json`, `bon.md`, plots), the picks
 //! (`selections.jsonl`) and, when asked, DPO pairs built from the picks.
 
-use crate::scoring::{combine_models, load_reward_model, score_models};
+use crate::scoring::{combine_models, score_models};
 use crate::{config_error, Result};
 use burn::tensor::Device;
 use rmtrain_data::{read_candidate_records, CandidateColumns, CandidateRecord, PromptInput};
