@@ -5,6 +5,7 @@
 mod bench;
 mod bon_verb;
 mod device;
+mod dpo_verb;
 mod lm_verbs;
 mod merge_verbs;
 mod recipe;
@@ -22,6 +23,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Verb {
     /// Build preference-pair files from a data source.
     #[command(subcommand)]
@@ -52,6 +54,10 @@ enum Verb {
     ///
     /// Example: rmtrain bon --input cands.jsonl --model runs/proxy/model --gold runs/gold/model --n 4,8,16 --out runs/bon
     Bon(bon_verb::BonArgs),
+    /// Direct Preference Optimization of a causal LM (sigmoid, conservative or IPO loss) with a frozen reference.
+    ///
+    /// Example: rmtrain dpo --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --train pairs.jsonl --chat --out runs/dpo
+    Dpo(dpo_verb::DpoArgs),
     /// Measure training or scoring throughput on synthetic ids (same protocol as ../shared/bench).
     Bench(bench::BenchArgs),
 }
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
         Verb::Logprobs(a) => lm_verbs::logprobs(a),
         Verb::Generate(a) => lm_verbs::generate(a),
         Verb::Bon(a) => bon_verb::bon(a),
+        Verb::Dpo(a) => dpo_verb::dpo(a),
         Verb::Bench(a) => bench::run(a),
     };
     match result {

@@ -7,6 +7,8 @@
 mod decoder;
 // Best-of-N selection (RBoN) and sentence embeddings.
 mod rbon;
+// DPO of a causal LM.
+mod dpo;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rmtrain_data::read_pairs;

@@ -136,7 +136,7 @@ fn dera_greedy_ids_match_transformers_for_every_lambda_alone_and_batched() {
                 let pol = g.realigned_logprobs.as_ref().expect("π_λ log-probs");
                 assert_eq!(pol.len(), g.ids.len());
                 match row["lambda"].as_f64() {
-                    Some(l) if l == 0.0 => assert_eq!(pol, &g.token_logprobs, "λ = 0 is the reference"),
+                    Some(0.0) => assert_eq!(pol, &g.token_logprobs, "λ = 0 is the reference"),
                     _ => assert!(pol.iter().zip(&g.token_logprobs).any(|(a, b)| a != b)),
                 }
             }

@@ -77,10 +77,8 @@ pub fn read_candidate_records(path: &Path, columns: &CandidateColumns, same_n: b
             Some(_) => return Err(at.field("responses", "expected a non-empty list of strings")),
         };
         let n = responses.len();
-        if let Some(first) = out.first().filter(|_| same_n) {
-            if first.responses.len() != n {
-                return Err(at.field("responses", format!("{n} responses, but line {} has {}", first.line, first.responses.len())));
-            }
+        if let Some(first) = out.first().filter(|f| same_n && f.responses.len() != n) {
+            return Err(at.field("responses", format!("{n} responses, but line {} has {}", first.line, first.responses.len())));
         }
         let mut numbers = Vec::new();
         for name in &columns.required_numbers {

@@ -30,6 +30,8 @@ pub struct CausalLm {
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
+    /// `tokenizer_config.json` as loaded (or rebuilt from GGUF metadata), written back by `save_hf`.
+    pub tokenizer_config: serde_json::Value,
     pub source: PathBuf,
     pub notes: LoadNotes,
 }
@@ -215,7 +217,53 @@ impl CausalLm {
         stop_ids.dedup();
         tokenizer.with_padding(None);
         let _ = tokenizer.with_truncation(None);
-        Ok(Self { config, net, tokenizer, stop_ids, chat_template, bos_token, eos_token, source: source.to_path_buf(), notes })
+        Ok(Self { config, net, tokenizer, stop_ids, chat_template, bos_token, eos_token, tokenizer_config: tok_config.clone(), source: source.to_path_buf(), notes })
+    }
+
+    /// This model (config, tokenizer, template, stop ids) with the weights `net` (a training state).
+    pub fn with_net(&self, net: LlamaLm) -> Self {
+        Self {
+            config: self.config.clone(),
+            net,
+            tokenizer: self.tokenizer.clone(),
+            stop_ids: self.stop_ids.clone(),
+            chat_template: self.chat_template.clone(),
+            bos_token: self.bos_token.clone(),
+            eos_token: self.eos_token.clone(),
+            tokenizer_config: self.tokenizer_config.clone(),
+            source: self.source.clone(),
+            notes: LoadNotes::default(),
+        }
+    }
+
+    /// Writes an HF folder transformers loads as the family's causal LM (`LlamaForCausalLM`, ...):
+    /// `config.json`, `model.safetensors` (transformers' names; no `lm_head.weight` when tied),
+    /// `tokenizer.json`, `tokenizer_config.json` (with the chat template) and
+    /// `generation_config.json` (the stop ids). `dir` must exist (callers write into an `AtomicDir`).
+    pub fn save_hf(&self, dir: &Path) -> Result<(), ModelError> {
+        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = self.net.hf_params().into_iter().map(|(name, p)| {
+            let (shape, values) = p.to_hf();
+            (name, shape, values)
+        }).collect();
+        crate::hf::write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+        rmtrain_core::write_json_atomic(&dir.join("config.json"), &self.config.to_lm_checkpoint_json())?;
+        let tok = self.tokenizer.to_string(true).map_err(|e| ModelError::file(&self.source, format!("cannot serialise the tokenizer: {e}")))?;
+        rmtrain_core::write_atomic(&dir.join("tokenizer.json"), tok.as_bytes())?;
+        let mut tok_config = self.tokenizer_config.clone();
+        if let (Some(map), Some(t)) = (tok_config.as_object_mut(), &self.chat_template) {
+            map.insert("chat_template".into(), serde_json::Value::String(t.clone()));
+        }
+        rmtrain_core::write_json_atomic(&dir.join("tokenizer_config.json"), &tok_config)?;
+        let eos: serde_json::Value = match self.stop_ids.as_slice() {
+            [one] => serde_json::json!(one),
+            many => serde_json::json!(many),
+        };
+        let mut generation = serde_json::json!({"eos_token_id": eos, "pad_token_id": self.pad_id()});
+        if let Some(bos) = self.bos_token.as_deref().and_then(|t| self.tokenizer.token_to_id(t)) {
+            generation["bos_token_id"] = serde_json::json!(bos);
+        }
+        rmtrain_core::write_json_atomic(&dir.join("generation_config.json"), &generation)?;
+        Ok(())
     }
 
     fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, ModelError> {
@@ -267,7 +315,8 @@ impl CausalLm {
         self.net.model.embed_tokens.weight.val().device()
     }
 
-    fn pad_id(&self) -> u32 {
+    /// The id padded batches use (config `pad_token_id`, else 0).
+    pub fn pad_id(&self) -> u32 {
         self.config.pad_token_id.unwrap_or(0)
     }
 
@@ -289,40 +338,14 @@ impl CausalLm {
         if items.iter().any(|(p, r)| p.is_empty() && !r.is_empty()) {
             return Err(ModelError::file(&self.source, "a prompt of no tokens: the first response token has nothing to condition on"));
         }
-        let device = self.device();
-        let batch = items.len();
-        let seq = items.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(1).max(1);
-        let (mut ids, mut mask) = (Vec::with_capacity(batch * seq), Vec::with_capacity(batch * seq));
-        for (p, r) in items {
-            let n = p.len() + r.len();
-            ids.extend(p.iter().chain(r.iter()).map(|&t| t as i64));
-            ids.extend(std::iter::repeat_n(self.pad_id() as i64, seq - n));
-            mask.extend(std::iter::repeat_n(true, n));
-            mask.extend(std::iter::repeat_n(false, seq - n));
-        }
-        let t_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq]), &device);
-        let hidden = self.net.model.forward_hidden(t_ids, &Positions::from_start(&mask, batch, seq), None, &mut None);
-        let d = hidden.dims()[2];
-        // The hidden states that predict each response token: positions prompt_len−1 .. n−2.
-        let mut spans = Vec::new();
-        let mut targets = Vec::new();
-        for (row, (p, r)) in items.iter().enumerate() {
-            if !r.is_empty() {
-                spans.push(hidden.clone().narrow(0, row, 1).narrow(1, p.len() - 1, r.len()).reshape([r.len(), d]));
-                targets.extend(r.iter().map(|&t| t as i64));
-            }
-        }
-        if spans.is_empty() {
-            return Ok(vec![Vec::new(); batch]);
-        }
-        let n = targets.len();
-        let x = Tensor::cat(spans, 0).reshape([1, n, d]);
-        let logits = self.net.logits(x).reshape([n, self.config.vocab_size]);
-        let idx = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
-        let lp: Vec<f32> = log_softmax(logits, 1).gather(1, idx).into_data().convert::<f32>().try_to_vec().expect("floats");
-        let mut out = Vec::with_capacity(batch);
+        let pairs: Vec<(&[u32], &[u32])> = items.iter().map(|(p, r)| (p.as_slice(), r.as_slice())).collect();
+        let Some(lp) = response_token_logprobs(&self.net, &pairs, self.pad_id()) else {
+            return Ok(vec![Vec::new(); items.len()]);
+        };
+        let lp: Vec<f32> = lp.into_data().convert::<f32>().try_to_vec().expect("floats");
+        let mut out = Vec::with_capacity(items.len());
         let mut at = 0;
-        for (_, r) in items {
+        for (_, r) in &pairs {
             out.push(lp[at..at + r.len()].to_vec());
             at += r.len();
         }
@@ -488,6 +511,46 @@ impl CausalLm {
         }
         Ok(results)
     }
+}
+
+/// log π(r_t | p, r_<t) of every response token of every (prompt, response) item, flattened in
+/// item order: one right-padded forward of the joined sequences, log-softmax (f32) at the
+/// positions that predict response tokens. On an autodiff device the result carries gradients
+/// (DPO's policy log-probs). None when no item has a response token. Every prompt with a
+/// response must have at least one token.
+pub fn response_token_logprobs(net: &LlamaLm, items: &[(&[u32], &[u32])], pad_id: u32) -> Option<Tensor<1>> {
+    if items.iter().all(|(_, r)| r.is_empty()) {
+        return None;
+    }
+    let device = net.model.embed_tokens.weight.val().device();
+    let batch = items.len();
+    let seq = items.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(1).max(1);
+    let (mut ids, mut mask) = (Vec::with_capacity(batch * seq), Vec::with_capacity(batch * seq));
+    for (p, r) in items {
+        let n = p.len() + r.len();
+        ids.extend(p.iter().chain(r.iter()).map(|&t| t as i64));
+        ids.extend(std::iter::repeat_n(pad_id as i64, seq - n));
+        mask.extend(std::iter::repeat_n(true, n));
+        mask.extend(std::iter::repeat_n(false, seq - n));
+    }
+    let t_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq]), &device);
+    let hidden = net.model.forward_hidden(t_ids, &Positions::from_start(&mask, batch, seq), None, &mut None);
+    let d = hidden.dims()[2];
+    // The hidden states that predict each response token: positions prompt_len−1 .. n−2.
+    let mut spans = Vec::new();
+    let mut targets = Vec::new();
+    for (row, (p, r)) in items.iter().enumerate() {
+        if !r.is_empty() {
+            spans.push(hidden.clone().narrow(0, row, 1).narrow(1, p.len() - 1, r.len()).reshape([r.len(), d]));
+            targets.extend(r.iter().map(|&t| t as i64));
+        }
+    }
+    let n = targets.len();
+    let x = Tensor::cat(spans, 0).reshape([1, n, d]);
+    let logits = net.logits(x);
+    let vocab = logits.dims()[2];
+    let idx = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    Some(log_softmax(logits.reshape([n, vocab]), 1).gather(1, idx).reshape([n]))
 }
 
 /// log-softmax of `logits` at `token`, in f64 for the sum.

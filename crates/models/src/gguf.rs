@@ -763,7 +763,7 @@ mod quant_tests {
         b.extend_from_slice(&1u64.to_le_bytes()); // one key ...
         b.extend_from_slice(&100u64.to_le_bytes()); // ... whose name claims 100 bytes
         b.extend_from_slice(b"abcdefgh");
-        let err = |bytes: &[u8]| parse(bytes).err().expect("must fail");
+        let err = |bytes: &[u8]| parse(bytes).expect_err("must fail");
         assert!(err(&b).contains("byte 24: metadata key 0"), "{}", err(&b));
         assert!(err(b"GGML").contains("not a GGUF file"));
         let mut v1 = b[..8].to_vec();

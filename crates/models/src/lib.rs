@@ -17,7 +17,7 @@ pub mod reward_net;
 pub mod tokenizer;
 
 pub use bert::BertRewardModel;
-pub use causal_lm::{CausalLm, Finish, GenRequest, Generation, Realign, Sampling};
+pub use causal_lm::{response_token_logprobs, CausalLm, Finish, GenRequest, Generation, Realign, Sampling};
 pub use config::BertConfig;
 pub use llama::{LlamaConfig, LlamaLm, LlamaRewardModel};
 pub use dropout::{DropoutMask, DropoutRng};

@@ -217,6 +217,7 @@ impl ModelConfig {
 
 /// One reward network of any supported family.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per model, moved rarely
 pub enum RewardNetwork {
     Bert(BertRewardModel),
     Llama(LlamaRewardModel),

@@ -168,15 +168,15 @@ pub fn run_bon(req: &BonRequest) -> Result<BonOutcome> {
     let records = read_candidate_records(&req.input, &columns, true)?;
     let n_cand = records[0].responses.len();
     let lp_slot = columns.required_numbers.len();
-    if rules.contains(&Rule::Kl) {
-        if let Some(r) = records.iter().find(|r| r.numbers[lp_slot].is_none()) {
-            return Err(config_error(format!(
-                "{}:{}: field \"{}\": missing (RBoN-KL needs each response's reference log-prob; `rmtrain generate` writes them, `rmtrain logprobs` computes them)",
-                req.input.display(),
-                r.line,
-                req.ref_logprobs_column
-            )));
-        }
+    if rules.contains(&Rule::Kl)
+        && let Some(r) = records.iter().find(|r| r.numbers[lp_slot].is_none())
+    {
+        return Err(config_error(format!(
+            "{}:{}: field \"{}\": missing (RBoN-KL needs each response's reference log-prob; `rmtrain generate` writes them, `rmtrain logprobs` computes them)",
+            req.input.display(),
+            r.line,
+            req.ref_logprobs_column
+        )));
     }
     let mut ns = req.sweep.ns.clone();
     if ns.is_empty() {

@@ -23,7 +23,7 @@ pub mod warm;
 pub use evaluate::{evaluate_models, Entry, EvalOptions, Evaluation};
 pub use recipe::{read_recipe, Recipe};
 pub use scoring::{combine_models, load_reward_model, member_stats, normalize_members, score_models};
-pub use settings::{apply_sets, parse_toml_strict, train_config_from_sets};
+pub use settings::{apply_sets, dpo_config_from_sets, parse_toml_strict, train_config_from_sets};
 pub use strength::{compute_strength, run_strength, strength_of_pairs, strength_rows, write_strength_pairs, write_strength_report, Strength};
 pub use train_set::{prepare_train_set, TrainSet};
 

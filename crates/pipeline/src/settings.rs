@@ -23,7 +23,15 @@ fn error_line(text: &str, e: &toml::de::Error) -> Option<usize> {
 /// `schedule=linear`), strictly: an unknown key is an error naming its fragment. A value that is
 /// not valid TOML is taken as a bare string, so `schedule=linear` needs no quotes.
 pub fn train_config_from_sets(sets: &[String]) -> Result<TrainConfig, PipelineError> {
-    let (_, cfg) = checked_sets(sets)?;
+    let (_, cfg): (_, TrainConfig) = checked_sets(sets)?;
+    cfg.validate().map_err(|m| config_error(format!("--set: {m}")))?;
+    Ok(cfg)
+}
+
+/// A [`rmtrain_train::DpoConfig`] from `KEY=VALUE` fragments (`beta=0.1`, `loss=ipo`, `lr=5e-6`),
+/// strictly, as [`train_config_from_sets`].
+pub fn dpo_config_from_sets(sets: &[String]) -> Result<rmtrain_train::DpoConfig, PipelineError> {
+    let (_, cfg): (_, rmtrain_train::DpoConfig) = checked_sets(sets)?;
     cfg.validate().map_err(|m| config_error(format!("--set: {m}")))?;
     Ok(cfg)
 }
@@ -74,7 +82,7 @@ fn merge_tables(into: &mut toml::Table, over: toml::Table) {
 
 /// The fragments' TOML text and the [`TrainConfig`] they make over the defaults (not yet
 /// validated); an unknown key or a bad value is an error naming its fragment.
-fn checked_sets(sets: &[String]) -> Result<(String, TrainConfig), PipelineError> {
+fn checked_sets<T: serde::de::DeserializeOwned>(sets: &[String]) -> Result<(String, T), PipelineError> {
     let text = sets_text(sets)?;
     let cfg = toml::from_str(&text).map_err(|e| {
         let fragment = error_line(&text, &e).and_then(|l| sets.get(l - 1));

@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod checkpoint;
 pub mod config;
+pub mod dpo;
 pub mod contrastive;
 pub mod evaluate;
 pub mod losses;
@@ -12,6 +13,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::{AdaptiveMargin, ContrastiveConfig, ContrastiveKind, FlipConfig, LossConfig, MetaRmConfig, Schedule, SmoothingPairs, TrainConfig};
+pub use dpo::{encode_dpo_pairs, train_dpo, DpoConfig, DpoExample, DpoLoss, DpoOutcome, DpoRequest};
 pub use evaluate::{evaluate_pairs_with_model, pair_metrics, score_pairs};
 pub use trainer::{train, TrainOutcome, TrainRequest};
 

@@ -202,6 +202,18 @@ impl LlamaConfig {
         raw.insert("attention_dropout".into(), serde_json::json!(self.attention_dropout));
         Value::Object(raw)
     }
+
+    /// The config of a causal-LM checkpoint (DPO's policy): the input's keys with the family's
+    /// `...ForCausalLM` architecture and the pad id.
+    pub fn to_lm_checkpoint_json(&self) -> Value {
+        let mut raw = self.raw.clone();
+        raw.insert("architectures".into(), serde_json::json!([self.causal_lm_architecture()]));
+        for k in ["id2label", "label2id", "num_labels", "_name_or_path"] {
+            raw.remove(k);
+        }
+        raw.insert("pad_token_id".into(), serde_json::json!(self.pad_token_id));
+        Value::Object(raw)
+    }
 }
 
 /// RoPE's base from either layout; a scaled RoPE type is refused.
