@@ -29,6 +29,29 @@ pub struct RecipeArgs {
 
 pub fn run(a: RecipeArgs) -> Result<()> {
     let started = Instant::now();
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("{}: cannot read recipe", a.file.display()))?;
+    if rmtrain_pipeline::dera::is_dera_recipe(&text) {
+        if a.member.is_some() || a.resume {
+            anyhow::bail!("{}: --member and --resume are for WARM and single recipes (a DeRa recipe reuses its DPO models by itself)", a.file.display());
+        }
+        let r = rmtrain_pipeline::dera::read_dera_recipe(&a.file)?;
+        let device = parse_device(&r.device).with_context(|| format!("{}: device", a.file.display()))?;
+        let outcome = rmtrain_pipeline::dera::run_dera(&r, &device, !a.no_progress)?;
+        println!("{}", std::fs::read_to_string(&outcome.report).with_context(|| format!("{}: report", outcome.report.display()))?);
+        eprintln!("recipe {}: done in {:.0} s; report in {}", r.name, outcome.wall_seconds, outcome.report.display());
+        return Ok(());
+    }
+    if rmtrain_pipeline::rbon::is_rbon_recipe(&text) {
+        if a.member.is_some() || a.resume {
+            anyhow::bail!("{}: --member and --resume are for WARM and single recipes (an RBoN recipe reuses and resumes its stages by itself)", a.file.display());
+        }
+        let r = rmtrain_pipeline::rbon::read_rbon_recipe(&a.file)?;
+        let device = parse_device(&r.device).with_context(|| format!("{}: device", a.file.display()))?;
+        let outcome = rmtrain_pipeline::rbon::run_rbon(&r, &device, !a.no_progress)?;
+        println!("{}", std::fs::read_to_string(&outcome.report).with_context(|| format!("{}: report", outcome.report.display()))?);
+        eprintln!("recipe {}: done in {:.0} s; report in {}", r.name, outcome.wall_seconds, outcome.report.display());
+        return Ok(());
+    }
     let recipe = rmtrain_pipeline::read_recipe(&a.file)?;
     let device = parse_device(&recipe.device).with_context(|| format!("{}: device", a.file.display()))?;
     if recipe.ablation.is_some() || recipe.strength.is_some() || recipe.meta.is_some() || recipe.init.is_some() {

@@ -119,3 +119,39 @@ fn dpo_resumes_bitwise_and_refuses_bad_input() {
         assert!(stderr.contains(must), "{stderr} lacks {must}");
     }
 }
+
+/// recipes/tiny_dera.toml end to end: DPO, the DPO model at β/λ for the check, one realigned
+/// decoding per aligned model over every λ, judged samples, the report; λ = 0 samples the
+/// reference itself (KL exactly 0 on every sample); a second run reuses both DPO models.
+#[test]
+fn tiny_dera_recipe_runs_end_to_end_and_reuses_its_dpo_models() {
+    let _serial = super::training_lock();
+    let dir = tmp("recipe");
+    let out = dir.join("run");
+    let text = std::fs::read_to_string(root().join("recipes/tiny_dera.toml")).expect("recipe").replace("out = \"runs/tiny-dera\"", &format!("out = {:?}", out.display().to_string()));
+    let recipe = dir.join("dera.toml");
+    std::fs::write(&recipe, &text).expect("write");
+    let r = recipe.to_str().expect("utf8");
+    let (code, stdout, stderr) = rmtrain(&["recipe", r, "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    for label in ["| DeRa λ = 0 | ∞ (reference) |", "| DeRa λ = 0.5 | 1.0000 |", "| DeRa λ = 2 | 0.2500 |", "| DPO β = 0.25 | 0.2500 |"] {
+        assert!(stdout.contains(label), "report lacks {label}: {stdout}");
+    }
+    for f in ["report.md", "report.json", "samples.jsonl", "plots/reward_vs_kl.png", "dpo/model/model.safetensors", "dpo-beta-0.25/model/model.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let samples = jsonl(&out.join("samples.jsonl"));
+    assert_eq!(samples.len(), 3 * 3 * (4 + 1), "prompts × samples × (λ values + the check model)");
+    for s in samples.iter().filter(|s| s["lambda"].as_f64() == Some(0.0)) {
+        assert_eq!(s["policy_logprob"], s["ref_logprob"], "λ = 0 is the reference: {s}");
+    }
+    assert!(samples.iter().all(|s| s["gold_reward"].is_f64() && s["proxy_reward"].is_f64()));
+    let (code, _, stderr) = rmtrain(&["recipe", r, "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("β = 0.5 already trained") && stderr.contains("β = 0.25 already trained"), "{stderr}");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, text.replace("check_lambdas = [2.0]", "check_lambdas = [0.0]")).expect("write");
+    let (code, stdout, stderr) = rmtrain(&["recipe", bad.to_str().expect("utf8"), "--no-progress"]);
+    assert_ne!(code, 0);
+    assert!(stdout.is_empty() && stderr.trim_end().lines().count() == 1 && stderr.contains("check_lambdas"), "{stderr}");
+}

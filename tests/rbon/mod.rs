@@ -198,3 +198,51 @@ fn bon_sweep_with_models_gold_and_an_encoder_writes_its_report() {
     let leftovers: Vec<_> = std::fs::read_dir(&dir).expect("dir").filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("partial")).collect();
     assert!(leftovers.is_empty(), "temp folders left behind");
 }
+
+/// recipes/tiny_rbon.toml end to end: proxy and gold reward models trained, candidates written by
+/// the tiny LM, the sweep, the DPO pairs, the report; a second run reuses every stage; a bad
+/// recipe is one line naming the key.
+#[test]
+fn tiny_rbon_recipe_runs_end_to_end_and_reuses_its_stages() {
+    let _serial = super::training_lock();
+    let dir = tmp("recipe");
+    let out = dir.join("run");
+    let text = std::fs::read_to_string(root().join("recipes/tiny_rbon.toml")).expect("recipe").replace("out = \"runs/tiny-rbon\"", &format!("out = {:?}", out.display().to_string()));
+    let recipe = dir.join("rbon.toml");
+    std::fs::write(&recipe, &text).expect("write");
+    let r = recipe.to_str().expect("utf8");
+    let (code, stdout, stderr) = rmtrain(&["recipe", r, "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    for label in ["## Reward models", "| proxy: tiny_pairs.jsonl |", "### N = 2", "### N = 4", "| RBoN-WD | 2 |", "gold-best pick (oracle)", "DPO pairs for the DeRa recipe"] {
+        assert!(stdout.contains(label), "report lacks {label}: {stdout}");
+    }
+    for f in ["report.md", "report.json", "candidates.jsonl", "dpo_pairs.jsonl", "bon/bon.json", "bon/plots/gold_vs_n.png", "proxy/model/model.safetensors", "gold/model/model.safetensors", "gold/train.jsonl"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let cands = jsonl(&out.join("candidates.jsonl"));
+    assert_eq!(cands.len(), 3);
+    assert!(cands.iter().all(|c| c["responses"].as_array().is_some_and(|r| r.len() == 4) && c["ref_logprobs"].as_array().is_some_and(|r| r.len() == 4)));
+    // The gold model's train file interleaves its two files line by line.
+    let gold_train = std::fs::read_to_string(out.join("gold/train.jsonl")).expect("gold train");
+    let first = |p: &str| std::fs::read_to_string(root().join(p)).expect("read").lines().next().expect("a line").to_string();
+    let lines: Vec<&str> = gold_train.lines().collect();
+    assert_eq!((lines[0], lines[1]), (first("tests/data/tiny_eval.jsonl").as_str(), first("tests/data/tiny_pairs.jsonl").as_str()));
+    let pairs = rmtrain_data::read_pairs(&out.join("dpo_pairs.jsonl")).expect("DPO pairs are TRL pairs");
+    assert!(!pairs.is_empty());
+    // Again: every stage reused, the same candidates and picks.
+    let before = std::fs::read(out.join("bon/selections.jsonl")).expect("selections");
+    let (code, _, stderr) = rmtrain(&["recipe", r, "--no-progress"]);
+    assert_eq!(code, 0, "{stderr}");
+    for reused in ["proxy already trained", "gold already trained", "candidates already generated"] {
+        assert!(stderr.contains(reused), "{reused}: {stderr}");
+    }
+    assert_eq!(std::fs::read(out.join("bon/selections.jsonl")).expect("selections"), before);
+    // A bad key and an N above policy.n: one line each.
+    for (edit, must) in [(("n = [2, 4]", "n = [2, 8]"), "bon.n: 8"), (("draws = 2", "draws = 2\nbeta = 1"), "unknown field `beta`")] {
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, text.replace(edit.0, edit.1)).expect("write");
+        let (code, stdout, stderr) = rmtrain(&["recipe", bad.to_str().expect("utf8"), "--no-progress"]);
+        assert_ne!(code, 0);
+        assert!(stdout.is_empty() && stderr.trim_end().lines().count() == 1 && stderr.contains(must), "{stderr}");
+    }
+}

@@ -6,9 +6,11 @@
 //! [`report`] writes markdown, JSON and plots. The binary keeps only argument parsing and printing.
 
 pub mod bon;
+pub mod dera;
 pub mod evaluate;
 pub mod interpolate;
 pub mod lock;
+pub mod rbon;
 pub mod recipe;
 pub mod report;
 pub mod runs;
