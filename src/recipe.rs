@@ -30,26 +30,24 @@ pub struct RecipeArgs {
 pub fn run(a: RecipeArgs) -> Result<()> {
     let started = Instant::now();
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("{}: cannot read recipe", a.file.display()))?;
-    if rmtrain_pipeline::dera::is_dera_recipe(&text) {
+    let (is_dera, is_rbon) = (rmtrain_pipeline::dera::is_dera_recipe(&text), rmtrain_pipeline::rbon::is_rbon_recipe(&text));
+    if is_dera || is_rbon {
         if a.member.is_some() || a.resume {
-            anyhow::bail!("{}: --member and --resume are for WARM and single recipes (a DeRa recipe reuses its DPO models by itself)", a.file.display());
+            anyhow::bail!("{}: --member and --resume are for WARM and single recipes (RBoN and DeRa recipes reuse their stages by themselves)", a.file.display());
         }
-        let r = rmtrain_pipeline::dera::read_dera_recipe(&a.file)?;
-        let device = parse_device(&r.device).with_context(|| format!("{}: device", a.file.display()))?;
-        let outcome = rmtrain_pipeline::dera::run_dera(&r, &device, !a.no_progress)?;
-        println!("{}", std::fs::read_to_string(&outcome.report).with_context(|| format!("{}: report", outcome.report.display()))?);
-        eprintln!("recipe {}: done in {:.0} s; report in {}", r.name, outcome.wall_seconds, outcome.report.display());
-        return Ok(());
-    }
-    if rmtrain_pipeline::rbon::is_rbon_recipe(&text) {
-        if a.member.is_some() || a.resume {
-            anyhow::bail!("{}: --member and --resume are for WARM and single recipes (an RBoN recipe reuses and resumes its stages by itself)", a.file.display());
-        }
-        let r = rmtrain_pipeline::rbon::read_rbon_recipe(&a.file)?;
-        let device = parse_device(&r.device).with_context(|| format!("{}: device", a.file.display()))?;
-        let outcome = rmtrain_pipeline::rbon::run_rbon(&r, &device, !a.no_progress)?;
-        println!("{}", std::fs::read_to_string(&outcome.report).with_context(|| format!("{}: report", outcome.report.display()))?);
-        eprintln!("recipe {}: done in {:.0} s; report in {}", r.name, outcome.wall_seconds, outcome.report.display());
+        let (name, report, seconds) = if is_dera {
+            let r = rmtrain_pipeline::dera::read_dera_recipe(&a.file)?;
+            let device = parse_device(&r.device).with_context(|| format!("{}: device", a.file.display()))?;
+            let o = rmtrain_pipeline::dera::run_dera(&r, &device, !a.no_progress)?;
+            (r.name, o.report, o.wall_seconds)
+        } else {
+            let r = rmtrain_pipeline::rbon::read_rbon_recipe(&a.file)?;
+            let device = parse_device(&r.device).with_context(|| format!("{}: device", a.file.display()))?;
+            let o = rmtrain_pipeline::rbon::run_rbon(&r, &device, !a.no_progress)?;
+            (r.name, o.report, o.wall_seconds)
+        };
+        println!("{}", std::fs::read_to_string(&report).with_context(|| format!("{}: report", report.display()))?);
+        eprintln!("recipe {name}: done in {seconds:.0} s; report in {}", report.display());
         return Ok(());
     }
     let recipe = rmtrain_pipeline::read_recipe(&a.file)?;

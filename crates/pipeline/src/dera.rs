@@ -22,7 +22,7 @@ use std::time::Instant;
 pub struct DeraRecipe {
     pub name: String,
     pub out: PathBuf,
-    #[serde(default = "default_device")]
+    #[serde(default = "crate::rbon::default_device")]
     pub device: String,
     /// The reference LM (HF folder or `.gguf`): DPO's init and reference, DeRa's h_ref.
     pub reference: PathBuf,
@@ -31,16 +31,12 @@ pub struct DeraRecipe {
     pub judges: JudgesSection,
 }
 
-fn default_device() -> String {
-    "cpu".into()
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpoSection {
     /// Preference pairs (TRL formats), e.g. runs/rbon/dpo_pairs.jsonl.
     pub pairs: PathBuf,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::rbon::yes")]
     pub chat: bool,
     #[serde(default)]
     pub settings: DpoConfig,
@@ -49,35 +45,24 @@ pub struct DpoSection {
     pub check_lambdas: Vec<f64>,
 }
 
-fn yes() -> bool {
-    true
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SampleSection {
     /// The prompt, `{}` replaced by each word.
     pub prompt: String,
     pub words: Vec<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::rbon::yes")]
     pub chat: bool,
     pub n: usize,
     pub lambdas: Vec<f64>,
-    #[serde(default = "default_new_tokens")]
+    #[serde(default = "crate::rbon::default_new_tokens")]
     pub max_new_tokens: usize,
     #[serde(default)]
     pub stop: Vec<String>,
     #[serde(default)]
     pub seed: u64,
-    #[serde(default = "default_batch")]
+    #[serde(default = "crate::rbon::default_batch")]
     pub batch_size: usize,
-}
-
-fn default_new_tokens() -> usize {
-    48
-}
-fn default_batch() -> usize {
-    16
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,17 +156,25 @@ struct Sample {
     policy_logprob: f64,
 }
 
+/// An aligned model (DPO at `beta`) and the λ values it is decoded with: (Some(λ), λ) for a DeRa
+/// arm, (None, 1) for the model alone.
+struct Aligned {
+    model: PathBuf,
+    beta: f64,
+    lambdas: Vec<(Option<f64>, f64)>,
+}
+
 /// Samples `sample.n` responses per prompt from each (aligned model, λ) arm, in one realigned
 /// decoding per aligned model; seeds are shared across arms (common random numbers).
-fn draw(r: &DeraRecipe, reference: &CausalLm, arms: &[(PathBuf, f64, Vec<(Option<f64>, f64)>)], device: &Device, progress: bool) -> Result<(Vec<Sample>, f64, usize)> {
+fn draw(r: &DeraRecipe, reference: &CausalLm, arms: &[Aligned], device: &Device, progress: bool) -> Result<(Vec<Sample>, f64, usize)> {
     let prompts: Vec<String> = r.sample.words.iter().map(|w| r.sample.prompt.replace("{}", w)).collect();
     let mut ids = Vec::with_capacity(prompts.len());
     for p in &prompts {
-        ids.push(if r.sample.chat { reference.encode_chat(&reference.apply_chat_template(&json!([{"role": "user", "content": p}]))?)? } else { reference.encode_prompt(p)? });
+        ids.push(crate::rbon::prompt_ids(reference, p, r.sample.chat)?.0);
     }
     let mut samples = Vec::new();
     let (mut seconds, mut tokens) = (0.0, 0usize);
-    for (model, beta, lambdas) in arms {
+    for Aligned { model, beta, lambdas } in arms {
         let aligned = CausalLm::load(model, device)?;
         let (mut requests, mut lam, mut meta) = (Vec::new(), Vec::new(), Vec::new());
         for (i, p) in ids.iter().enumerate() {
@@ -189,7 +182,7 @@ fn draw(r: &DeraRecipe, reference: &CausalLm, arms: &[(PathBuf, f64, Vec<(Option
                 for k in 0..r.sample.n {
                     requests.push(GenRequest { prompt: p.clone(), seed: rmtrain_core::mix_seed(r.sample.seed, i as u64, k as u64) });
                     lam.push(l);
-                    meta.push((i, label, l));
+                    meta.push((i, label));
                 }
             }
         }
@@ -198,13 +191,12 @@ fn draw(r: &DeraRecipe, reference: &CausalLm, arms: &[(PathBuf, f64, Vec<(Option
         let gens = reference.generate_realigned(&requests, &Realign { aligned: &aligned, lambdas: &lam }, &r.sampling(), r.sample.batch_size, &mut |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
         seconds += started.elapsed().as_secs_f64();
-        for ((i, label, l), g) in meta.into_iter().zip(gens) {
+        for ((i, label), g) in meta.into_iter().zip(gens) {
             tokens += g.ids.len();
             let arm = match label {
                 Some(lambda) => format!("DeRa λ = {lambda}"),
                 None => format!("DPO β = {beta}"),
             };
-            let _ = l;
             samples.push(Sample { arm, lambda: label, beta: *beta, prompt: i, text: g.text.trim().to_string(), ref_logprob: g.ref_logprob(), policy_logprob: g.realigned_logprob().expect("realigned") });
         }
     }
@@ -242,11 +234,11 @@ pub fn run_dera(r: &DeraRecipe, device: &Device, progress: bool) -> Result<DeraO
     std::fs::create_dir_all(&r.out).map_err(|e| config_error(format!("{}: {e}", r.out.display())))?;
     let beta = r.dpo.settings.beta;
     let aligned = dpo_model(r, &r.dpo.settings, &r.out.join("dpo"), device, progress)?;
-    let mut arms = vec![(aligned.clone(), beta, r.sample.lambdas.iter().map(|&l| (Some(l), l)).collect::<Vec<_>>())];
+    let mut arms = vec![Aligned { model: aligned, beta, lambdas: r.sample.lambdas.iter().map(|&l| (Some(l), l)).collect() }];
     for &l in &r.dpo.check_lambdas {
         let cfg = DpoConfig { beta: beta / l, ..r.dpo.settings.clone() };
         let m = dpo_model(r, &cfg, &r.out.join(format!("dpo-beta-{}", beta / l)), device, progress)?;
-        arms.push((m, beta / l, vec![(None, 1.0)]));
+        arms.push(Aligned { model: m, beta: beta / l, lambdas: vec![(None, 1.0)] });
     }
     let dpo_seconds = started.elapsed().as_secs_f64();
     let reference = CausalLm::load(&r.reference, device)?;

@@ -40,7 +40,7 @@ pub struct RbonRecipe {
     pub bon: BonSection,
 }
 
-fn default_device() -> String {
+pub(crate) fn default_device() -> String {
     "cpu".into()
 }
 
@@ -74,17 +74,28 @@ pub struct PolicySection {
     pub batch_size: usize,
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 fn one() -> f64 {
     1.0
 }
-fn default_new_tokens() -> usize {
+pub(crate) fn default_new_tokens() -> usize {
     48
 }
-fn default_batch() -> usize {
+pub(crate) fn default_batch() -> usize {
     16
+}
+
+/// A prompt's ids: through the chat template as one user message (`chat`), else as plain text
+/// with the tokenizer's special tokens. Returns the templated text too.
+pub(crate) fn prompt_ids(lm: &CausalLm, prompt: &str, chat: bool) -> Result<(Vec<u32>, Option<String>)> {
+    if chat {
+        let t = lm.apply_chat_template(&json!([{"role": "user", "content": prompt}]))?;
+        Ok((lm.encode_chat(&t)?, Some(t)))
+    } else {
+        Ok((lm.encode_prompt(prompt)?, None))
+    }
 }
 
 /// A reward model this recipe trains: from `backbone` on the `train` files (interleaved line by
@@ -271,15 +282,8 @@ fn candidates(r: &RbonRecipe, path: &Path, device: &Device, progress: bool) -> R
     let mut requests = Vec::with_capacity(prompts.len() * r.policy.n);
     let mut texts = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {
-        let ids = if r.policy.chat {
-            let t = lm.apply_chat_template(&json!([{"role": "user", "content": p}]))?;
-            let ids = lm.encode_chat(&t)?;
-            texts.push(Some(t));
-            ids
-        } else {
-            texts.push(None);
-            lm.encode_prompt(p)?
-        };
+        let (ids, text) = prompt_ids(&lm, p, r.policy.chat)?;
+        texts.push(text);
         for k in 0..r.policy.n {
             requests.push(GenRequest { prompt: ids.clone(), seed: rmtrain_core::mix_seed(r.policy.seed, i as u64, k as u64) });
         }
