@@ -55,6 +55,30 @@ pub fn read_state(ckpt: &Path) -> Result<TrainerState, TrainError> {
     serde_json::from_str(&text).map_err(|e| TrainError::State { path, message: format!("invalid trainer state: {e}") })
 }
 
+/// The optimizer state of checkpoint `ckpt` loaded into `optim` (its parameter ids are the
+/// model's, which the loaders assign in a fixed order).
+pub fn load_optimizer(optim: burn::optim::ModuleOptimizer, ckpt: &Path) -> Result<burn::optim::ModuleOptimizer, TrainError> {
+    let path = ckpt.join(STATE_DIR).join(OPTIMIZER_FILE);
+    optim.load(&path).map_err(|e| TrainError::State { path: path.clone(), message: format!("{e:?}") })
+}
+
+/// Writes `state/` into a checkpoint folder being built: the optimizer and the trainer state.
+pub fn write_state(dir: &Path, optim: &burn::optim::ModuleOptimizer, state: &TrainerState) -> Result<(), TrainError> {
+    let state_dir = dir.join(STATE_DIR);
+    std::fs::create_dir_all(&state_dir).map_err(|e| rmtrain_core::CoreError::io(dir, e))?;
+    let opt_path = state_dir.join(OPTIMIZER_FILE);
+    optim.save(&opt_path).map_err(|e| TrainError::State { path: opt_path.clone(), message: format!("{e:?}") })?;
+    rmtrain_core::write_json_atomic(&state_dir.join(TRAINER_STATE_FILE), state)?;
+    Ok(())
+}
+
+/// AdamW as transformers' Trainer builds it: weight decay `wd` on every parameter except
+/// `no_decay` (biases, norm weights), which form a group without it.
+pub fn adamw_groups(betas: (f64, f64), epsilon: f64, wd: f64, no_decay: Vec<burn::module::ParamId>) -> burn::optim::ModuleOptimizer {
+    let adamw = |wd: f64| crate::adamw::FusedAdamW::new(betas.0 as f32, betas.1 as f32, epsilon as f32, wd as f32);
+    burn::optim::ModuleOptimizer::from(adamw(wd)).with_group(burn::module::ParamGroup::from_ids(no_decay), adamw(0.0), None)
+}
+
 /// Removes all but the newest `keep` step checkpoints.
 pub fn prune(run: &Path, keep: usize) {
     let all = list_checkpoints(run);

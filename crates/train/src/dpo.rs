@@ -17,14 +17,13 @@
 //! `rewards/chosen` = β·(log π − log π_ref)(y_c), `rewards/rejected`, `rewards/accuracies`
 //! (chosen > rejected), `rewards/margins`, `logps/chosen`, `logps/rejected`.
 
-use crate::adamw::FusedAdamW;
-use crate::checkpoint::{self, TrainerState, OPTIMIZER_FILE, STATE_DIR, TRAINER_STATE_FILE};
+use crate::checkpoint::{self, TrainerState, STATE_DIR, TRAINER_STATE_FILE};
 use crate::config::Schedule;
 use crate::schedule::{learning_rate, warmup_steps};
 use crate::trainer::clip_global_norm;
 use crate::TrainError;
-use burn::module::{Module, ParamGroup};
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -298,9 +297,8 @@ fn policy_logps(net: &LlamaLm, items: &[(&[u32], &[u32])], pad: u32, average: bo
 }
 
 /// The reference log-probs (summed, or averaged for IPO) of every example's chosen and rejected
-/// response, with the init weights, no gradient.
-fn reference_logps(init: &Path, examples: &[DpoExample], device: &Device, average: bool) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
-    let reference = CausalLm::load(init, device)?;
+/// response under `reference` (the init weights, on a device without gradients).
+fn reference_logps(reference: &CausalLm, examples: &[DpoExample], average: bool) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
     let items: Vec<(Vec<u32>, Vec<u32>)> = examples.iter().flat_map(|e| [(e.prompt.clone(), e.chosen.clone()), (e.prompt.clone(), e.rejected.clone())]).collect();
     let lps = reference.logprobs(&items, 8)?;
     let reduce = |lp: &Vec<f32>| {
@@ -358,15 +356,17 @@ pub fn train_dpo(req: DpoRequest) -> Result<DpoOutcome, TrainError> {
     let mut examples = req.examples.clone();
     let truncated_pairs = examples.iter_mut().map(|e| usize::from(e.truncate(cfg.max_length))).sum::<usize>();
     let average = cfg.loss == DpoLoss::Ipo;
-    let (ref_c, ref_r) = reference_logps(&req.init, &examples, &req.device, average)?;
-
     let load_dir = resume.as_ref().map_or(req.init.clone(), |(_, d)| d.clone());
     let template = CausalLm::load(&load_dir, &ad)?;
+    // A fresh run starts from the init: its weights, without gradient tracking, are the reference.
+    let (ref_c, ref_r) = match &resume {
+        None => reference_logps(&template.with_net(template.net.valid()), &examples, average)?,
+        Some(_) => reference_logps(&CausalLm::load(&req.init, &req.device)?, &examples, average)?,
+    };
     let pad = template.pad_id();
     let mut net = template.net.clone();
-    let adamw = |wd: f64| FusedAdamW::new(cfg.adam_beta1 as f32, cfg.adam_beta2 as f32, cfg.adam_epsilon as f32, wd as f32);
     let no_decay = net.hf_params().into_iter().filter(|(n, _)| is_no_decay(n)).map(|(_, p)| p.id()).collect();
-    let mut optim = ModuleOptimizer::from(adamw(cfg.weight_decay)).with_group(ParamGroup::from_ids(no_decay), adamw(0.0), None);
+    let mut optim = checkpoint::adamw_groups((cfg.adam_beta1, cfg.adam_beta2), cfg.adam_epsilon, cfg.weight_decay, no_decay);
 
     let steps_per_epoch = examples.len().div_ceil(cfg.batch_size) as u64;
     let total_steps = steps_per_epoch * cfg.epochs as u64;
@@ -374,8 +374,7 @@ pub fn train_dpo(req: DpoRequest) -> Result<DpoOutcome, TrainError> {
     let warmup = warmup_steps(cfg.warmup_ratio, None, total_steps);
     let mut step = 0u64;
     if let Some((state, dir)) = &resume {
-        let path = dir.join(STATE_DIR).join(OPTIMIZER_FILE);
-        optim = optim.load(&path).map_err(|e| TrainError::State { path: path.clone(), message: format!("{e:?}") })?;
+        optim = checkpoint::load_optimizer(optim, dir)?;
         step = state.step;
         MetricsLog::truncate_after(&req.out.join("metrics.jsonl"), step)?;
     }
@@ -459,9 +458,6 @@ pub fn train_dpo(req: DpoRequest) -> Result<DpoOutcome, TrainError> {
         if (cfg.save_every > 0 && step.is_multiple_of(cfg.save_every)) || step == last_step {
             let dir = AtomicDir::new(&checkpoint::step_dir(&req.out, step))?;
             save(&net, dir.path())?;
-            std::fs::create_dir_all(dir.path().join(STATE_DIR)).map_err(|e| rmtrain_core::CoreError::io(dir.path(), e))?;
-            let opt_path = dir.path().join(STATE_DIR).join(OPTIMIZER_FILE);
-            optim.save(&opt_path).map_err(|e| TrainError::State { path: opt_path.clone(), message: format!("{e:?}") })?;
             let state = TrainerState {
                 step,
                 total_steps,
@@ -472,7 +468,7 @@ pub fn train_dpo(req: DpoRequest) -> Result<DpoOutcome, TrainError> {
                 init_weights_sha256: init_sha.clone(),
                 config_sha256: config_sha.clone(),
             };
-            rmtrain_core::write_json_atomic(&dir.path().join(STATE_DIR).join(TRAINER_STATE_FILE), &state)?;
+            checkpoint::write_state(dir.path(), &optim, &state)?;
             dir.commit()?;
             checkpoint::prune(&req.out, cfg.keep_checkpoints);
         }

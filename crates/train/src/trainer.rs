@@ -14,15 +14,14 @@
 //! `shuffle = false`), and dropout masks are drawn from (seed, step, micro-batch, replica), so a
 //! resumed run draws exactly what the uninterrupted run drew.
 
-use crate::checkpoint::{self, TrainerState, OPTIMIZER_FILE, STATE_DIR, TRAINER_STATE_FILE};
+use crate::checkpoint::{self, TrainerState, STATE_DIR, TRAINER_STATE_FILE};
 use crate::config::{ContrastiveConfig, ContrastiveKind, SmoothingPairs, TrainConfig};
 use crate::contrastive;
 use crate::evaluate::evaluate_pairs_with_model;
 use crate::losses;
 use crate::schedule::{learning_rate, warmup_steps};
 use crate::TrainError;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
-use crate::adamw::FusedAdamW;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -341,8 +340,7 @@ impl Run {
 
         let mut step = 0u64;
         if let Some((state, dir)) = &resume {
-            let path = dir.join(STATE_DIR).join(OPTIMIZER_FILE);
-            optim = optim.load(&path).map_err(|e| TrainError::State { path: path.clone(), message: format!("{e:?}") })?;
+            optim = checkpoint::load_optimizer(optim, dir)?;
             step = state.step;
             MetricsLog::truncate_after(&req.out.join("metrics.jsonl"), step)?;
         }
@@ -539,8 +537,6 @@ impl Run {
         if let Some(p) = &self.model.prototypes {
             write_prototypes(&dir.path().join(STATE_DIR).join(PROTOTYPES_FILE), p)?;
         }
-        let opt_path = dir.path().join(STATE_DIR).join(OPTIMIZER_FILE);
-        self.optim.save(&opt_path).map_err(|e| TrainError::State { path: opt_path.clone(), message: format!("{e:?}") })?;
         let state = TrainerState {
             step: self.step,
             total_steps: self.total_steps,
@@ -551,7 +547,7 @@ impl Run {
             init_weights_sha256: self.init_sha.clone(),
             config_sha256: self.config_sha.clone(),
         };
-        rmtrain_core::write_json_atomic(&dir.path().join(STATE_DIR).join(TRAINER_STATE_FILE), &state)?;
+        checkpoint::write_state(dir.path(), &self.optim, &state)?;
         dir.commit()?;
         checkpoint::prune(&req.out, self.cfg.keep_checkpoints);
         Ok(())
@@ -631,11 +627,10 @@ pub fn encode_pairs(tokenizer: &rmtrain_models::RmTokenizer, pairs: &[Pair]) -> 
 /// AdamW as transformers' Trainer builds it: weight decay on every parameter except those
 /// [`rmtrain_models::is_no_decay`] names (biases, norm weights), which form a group without it.
 fn adamw_with_no_decay_group(cfg: &TrainConfig, model: &Trained) -> ModuleOptimizer {
-    let adamw = |wd: f64| FusedAdamW::new(cfg.adam_beta1 as f32, cfg.adam_beta2 as f32, cfg.adam_epsilon as f32, wd as f32);
     // SwAV's prototypes are L2-normalised in the loss: decay would only shrink their raw norm.
     let mut no_decay = model.net.no_decay_param_ids();
     no_decay.extend(model.prototypes.as_ref().map(|p| p.id));
-    ModuleOptimizer::from(adamw(cfg.weight_decay)).with_group(ParamGroup::from_ids(no_decay), adamw(0.0), None)
+    checkpoint::adamw_groups((cfg.adam_beta1, cfg.adam_beta2), cfg.adam_epsilon, cfg.weight_decay, no_decay)
 }
 
 /// The train pairs in use: the first `max_train_pairs`, flipped by strength when `train.flip`
