@@ -31,6 +31,8 @@ fn compiled_in(name: &str) -> Option<Device> {
     match name {
         #[cfg(feature = "tch")]
         "tch" => {
+            // libtorch frees and reallocates large tensors every step (see the module's note)
+            rmtrain_core::heap::keep_freed_memory();
             #[allow(deprecated)]
             Some(Device::libtorch())
         }

@@ -9,6 +9,7 @@ mod dpo_verb;
 mod lm_verbs;
 mod merge_verbs;
 mod recipe;
+mod slurm_verb;
 mod strength_verb;
 mod verbs;
 
@@ -42,6 +43,10 @@ enum Verb {
     Strength(strength_verb::StrengthArgs),
     /// Run a recipe (TOML): data preparation, training, evaluation, report.
     Recipe(recipe::RecipeArgs),
+    /// Write (and with --submit, submit) a WARM recipe as Slurm jobs: init, a member array, merge.
+    ///
+    /// Example: rmtrain slurm recipes/warm.toml --partition cpu --cpus 8 --submit
+    Slurm(slurm_verb::SlurmArgs),
     /// Teacher-forced log-probs of responses under a causal LM (HF folder or GGUF).
     ///
     /// Example: rmtrain logprobs --model assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --input pairs.jsonl --chat
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Verb::Interpolate(a) => merge_verbs::interpolate(a),
         Verb::Strength(a) => strength_verb::strength(a),
         Verb::Recipe(a) => recipe::run(a),
+        Verb::Slurm(a) => slurm_verb::slurm(a),
         Verb::Logprobs(a) => lm_verbs::logprobs(a),
         Verb::Generate(a) => lm_verbs::generate(a),
         Verb::Bon(a) => bon_verb::bon(a),

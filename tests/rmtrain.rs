@@ -9,6 +9,10 @@ mod decoder;
 mod rbon;
 // DPO of a causal LM.
 mod dpo;
+// Bounded mutation fuzzing of the readers of user files.
+mod fuzz;
+// The bad-input corpus: one broken file per verb.
+mod bad_input;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rmtrain_data::read_pairs;
@@ -911,6 +915,84 @@ fn warm_members_in_parallel_processes_share_one_init() {
     }
 }
 
+/// WARM as scheduler jobs: init, each member in its own process (its index from --member,
+/// SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX), then merge, give bitwise the average of the
+/// one-process run; merge refuses to run before the init and every member have finished.
+#[test]
+fn warm_stages_as_separate_jobs_reproduce_the_one_process_run_bitwise() {
+    let _serial = training_lock();
+    let no_interp = |t: String| t.replace("interpolate = { members = [0, 2], steps = 3, set = \"tiny\" }", "");
+    let (recipe, out) = tiny_warm_copy("warm-stages", no_interp);
+    let (single, single_out) = tiny_warm_copy("warm-stages-single", no_interp);
+    let recipe = recipe.display().to_string();
+    let stage = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rmtrain"));
+        c.args(["recipe", &recipe, "--no-progress"]).args(args).current_dir(root()).env_remove("SLURM_ARRAY_TASK_ID").env_remove("JOB_COMPLETION_INDEX");
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let o = c.output().expect("run rmtrain");
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (code, err) = stage(&["--stage", "merge"], None);
+    assert!(code != 0 && err.contains("no finished shared init") && err.contains("init stage"), "{err}");
+    let (code, err) = stage(&["--stage", "member"], None);
+    assert!(code != 0 && err.contains("SLURM_ARRAY_TASK_ID"), "{err}");
+    let (code, err) = stage(&["--stage", "init"], None);
+    assert!(code == 0 && err.contains("shared init: new head") && !err.contains("member"), "{err}");
+    assert!(!out.join("members").exists() && !out.join("report.md").exists());
+    let (code, err) = stage(&["--stage", "member"], Some(("SLURM_ARRAY_TASK_ID", "2")));
+    assert!(code == 0 && err.contains("training member 2") && !err.contains("shared init: new head"), "{err}");
+    let (code, err) = stage(&["--stage", "merge"], None);
+    assert!(code != 0 && err.contains("member 0 has not finished"), "{err}");
+    let (code, err) = stage(&["--stage", "member"], Some(("JOB_COMPLETION_INDEX", "1")));
+    assert!(code == 0 && err.contains("training member 1"), "{err}");
+    let (code, err) = stage(&["--member", "0"], None);
+    assert!(code == 0 && err.contains("training member 0"), "{err}");
+    assert!(!out.join("warm").exists(), "members do not average");
+    let (code, err) = stage(&["--stage", "merge"], None);
+    assert!(code == 0 && !err.contains("training"), "{err}");
+    let (code, _, err) = rmtrain(&["recipe", &single.display().to_string(), "--no-progress"]);
+    assert_eq!(code, 0, "{err}");
+    for f in ["warm/model.safetensors", "members/member-1/model/model.safetensors", "shared-init/model/model.safetensors"] {
+        let (a, b) = (std::fs::read(out.join(f)).expect("staged"), std::fs::read(single_out.join(f)).expect("one process"));
+        assert!(a == b, "{f}: the staged run differs from the one-process run");
+    }
+    let report = |d: &Path| std::fs::read_to_string(d.join("report.md")).expect("report").lines().filter(|l| l.starts_with('|')).collect::<Vec<_>>().join("\n");
+    assert_eq!(report(&out), report(&single_out), "the same evaluation tables");
+    // `rmtrain slurm` writes the three jobs and the submit script for this recipe
+    let (code, stdout, err) = rmtrain(&["slurm", &recipe, "--cpus", "1", "--sbatch=--account=test"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(PathBuf::from(stdout.trim()), root().join(&out).join("slurm/submit.sh"));
+    let members = std::fs::read_to_string(out.join("slurm/members.sbatch")).expect("members job");
+    assert!(members.contains("#SBATCH --array=0-2\n") && members.contains("#SBATCH --account=test\n") && members.contains("--stage member"), "{members}");
+    let (code, _, err) = rmtrain(&["slurm", "recipes/tiny.toml"]);
+    assert!(code != 0 && err.contains("not a WARM recipe"), "{err}");
+}
+
+/// The crash harness (scripts/crash-check.py) on the tiny model: `rmtrain train` killed with
+/// SIGKILL at 20 random points, resumed after each, ends with bitwise the weights of an
+/// uninterrupted run and no temporary file or folder left behind.
+#[test]
+fn training_killed_at_20_random_points_resumes_to_the_same_weights() {
+    let _serial = training_lock();
+    let work = tmp("crash");
+    let o = Command::new("python3")
+        .arg(root().join("scripts/crash-check.py"))
+        .args(["--kills", "20", "--seed", "3", "--rmtrain", env!("CARGO_BIN_EXE_rmtrain"), "--out", &work.display().to_string(), "--"])
+        .args(["--model", &tiny_rm().display().to_string(), "--train", "tests/data/tiny_pairs.jsonl"])
+        .args(["--set", "epochs=12", "--set", "batch_size=4", "--set", "save_every=1", "--set", "keep_checkpoints=2"])
+        .current_dir(root())
+        .output()
+        .expect("python3 runs the harness");
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("one JSON line ({e}): {stdout}\n{stderr}"));
+    assert!(o.status.success() && v["failures"].as_array().is_some_and(|f| f.is_empty()), "{v}\n{stderr}");
+    assert_eq!(v["kills"], 20, "{v}");
+    assert_eq!(v["bitwise_equal"], true, "{v}");
+    assert!(v["resumed_processes"].as_u64().is_some_and(|n| n >= 5) && v["completed_chains"].as_u64().is_some_and(|n| n >= 1), "kills must land mid-run: {v}");
+}
+
 #[test]
 fn a_checkpoint_is_resumable_only_by_the_same_run() {
     let _serial = training_lock();
@@ -1093,7 +1175,7 @@ fn the_warm_pipeline_runs_as_a_library_call() {
     let _serial = training_lock();
     let (path, out) = tiny_warm_copy("warm-library", |t| t.replace("interpolate = { members = [0, 2], steps = 3, set = \"tiny\" }", ""));
     let recipe = rmtrain_pipeline::read_recipe(&path).expect("a valid recipe");
-    let opts = rmtrain_pipeline::warm::WarmOptions { device: &cpu(), only_member: None, progress: false };
+    let opts = rmtrain_pipeline::warm::WarmOptions { device: &cpu(), stage: rmtrain_pipeline::warm::WarmStage::All, progress: false };
     let runs = rmtrain_pipeline::warm::run_warm(&recipe, &opts).expect("WARM runs");
     assert_eq!(runs.len(), 1, "no noise sweep: one run");
     let (flip, results) = &runs[0];

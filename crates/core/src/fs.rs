@@ -16,6 +16,63 @@ fn nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
+/// The parts of a temporary sibling's name: (the destination's name, tag, writer's pid).
+fn parse_tmp_sibling(name: &str) -> Option<(&str, &str, u32)> {
+    let rest = name.strip_prefix('.')?;
+    let mut parts = rest.rsplitn(4, '.');
+    let (_nanos, pid, tag, dest) = (parts.next()?.parse::<u128>().ok()?, parts.next()?.parse().ok()?, parts.next()?, parts.next()?);
+    ["tmp", "partial", "old"].contains(&tag).then_some((dest, tag, pid))
+}
+
+/// Whether `pid` is a live process on this machine (Linux: /proc; elsewhere assumed dead).
+fn alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Cleans up after writers of `dir` that died mid-write (SIGKILL, power loss): the temporary
+/// siblings of [`write_atomic`] and [`AtomicDir`] whose writing process is gone are removed,
+/// except that a folder moved aside by an interrupted [`AtomicDir::commit`] is moved back when
+/// its destination is missing (the kill fell between the commit's two renames). Not recursive.
+/// Returns what it removed or restored. Run it where one process owns the folder (a trainer on
+/// its run folder); a writer on another machine sharing the folder would look dead here.
+pub fn sweep_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>, CoreError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let mut stale: Vec<(PathBuf, String, String)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| CoreError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((dest, tag, _)) = parse_tmp_sibling(&name).filter(|(_, _, pid)| !alive(*pid)) {
+            stale.push((entry.path(), dest.to_string(), tag.to_string()));
+        }
+    }
+    stale.sort(); // deterministic: the oldest "old" copy of a destination is restored first
+    let mut done = Vec::new();
+    for (path, dest, tag) in stale {
+        let dest = dir.join(dest);
+        if tag == "old" && !dest.exists() {
+            std::fs::rename(&path, &dest).map_err(|e| CoreError::io(&dest, e))?;
+        } else if path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(|e| CoreError::io(&path, e))?;
+        } else {
+            std::fs::remove_file(&path).map_err(|e| CoreError::io(&path, e))?;
+        }
+        done.push(path);
+    }
+    Ok(done)
+}
+
+/// Removes the folder `path` so that a kill part-way leaves either the whole folder or a
+/// temporary sibling that [`sweep_stale_temporaries`] removes, never a half-deleted folder under
+/// its own name.
+pub fn remove_dir_atomic(path: &Path) -> Result<(), CoreError> {
+    let aside = tmp_sibling(path, "tmp");
+    match std::fs::rename(path, &aside) {
+        Ok(()) => std::fs::remove_dir_all(&aside).map_err(|e| CoreError::io(&aside, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CoreError::io(path, e)),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -157,5 +214,37 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         std::fs::remove_file(&p).expect("cleanup");
+    }
+
+    /// What a killed writer leaves: a temporary file, a partial folder, and a folder moved aside
+    /// by a commit killed between its two renames (its destination missing): the first two are
+    /// removed, the third moved back; a live writer's temporaries and other names stay.
+    #[test]
+    fn stale_temporaries_are_swept_and_an_interrupted_commit_is_undone() {
+        let root = std::env::temp_dir().join(format!("rmtrain-core-sweep-{}", nanos()));
+        let dead = 4_000_000_000u32; // above any Linux pid
+        let mine = std::process::id();
+        std::fs::create_dir_all(root.join(format!(".step-4.partial.{dead}.17"))).expect("partial");
+        std::fs::write(root.join(format!(".step-4.partial.{dead}.17/weights")), b"half").expect("w");
+        std::fs::write(root.join(format!(".metrics.jsonl.tmp.{dead}.18")), b"{").expect("tmp");
+        std::fs::create_dir_all(root.join(format!(".model.old.{dead}.19"))).expect("old");
+        std::fs::write(root.join(format!(".model.old.{dead}.19/w")), b"whole").expect("w");
+        std::fs::create_dir_all(root.join(format!(".step-2.old.{dead}.20"))).expect("old, dest present");
+        std::fs::create_dir_all(root.join("step-2")).expect("dest");
+        std::fs::write(root.join(format!(".live.tmp.{mine}.21")), b"x").expect("live writer");
+        for keep in [".hidden", ".a.tmp.notapid.5", "step-3"] {
+            std::fs::write(root.join(keep), b"k").expect("other");
+        }
+        let done = sweep_stale_temporaries(&root).expect("sweep");
+        assert_eq!(done.len(), 4, "{done:?}");
+        let mut left: Vec<String> = std::fs::read_dir(&root).expect("dir").map(|e| e.expect("e").file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, [".a.tmp.notapid.5".to_string(), ".hidden".into(), format!(".live.tmp.{mine}.21"), "model".into(), "step-2".into(), "step-3".into()]);
+        assert_eq!(std::fs::read(root.join("model/w")).expect("restored"), b"whole");
+        assert!(sweep_stale_temporaries(&root.join("missing")).expect("no folder").is_empty());
+        remove_dir_atomic(&root.join("step-2")).expect("remove");
+        remove_dir_atomic(&root.join("step-2")).expect("gone already");
+        assert!(!root.join("step-2").exists());
+        std::fs::remove_dir_all(&root).expect("clean up");
     }
 }

@@ -3,6 +3,7 @@
 //! Nothing here knows about models or tensors.
 
 pub mod fs;
+pub mod heap;
 pub mod manifest;
 pub mod metrics;
 pub mod mmap;

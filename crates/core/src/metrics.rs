@@ -36,14 +36,10 @@ impl MetricsLog {
     /// step k but before checkpointing it will log those steps again).
     pub fn truncate_after(path: &Path, last_step: u64) -> Result<(), CoreError> {
         let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+        // A line that is not JSON is the half-written last line of a killed run: dropped.
         let kept: Vec<&str> = text
             .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                    .is_none_or(|s| s <= last_step)
-            })
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.get("step").and_then(|s| s.as_u64()).is_none_or(|s| s <= last_step)))
             .collect();
         let mut out = kept.join("\n");
         if !out.is_empty() {

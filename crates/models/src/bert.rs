@@ -89,6 +89,13 @@ impl BertAttention {
         let [batch, seq, d] = x.dims();
         let heads = self.num_heads;
         let head_dim = d / heads;
+        let mask = rng.as_mut().and_then(|r| r.next_mask(self.probs_dropout));
+        if mask.is_none() {
+            // tch CPU: one op (fused projections, libtorch's flash attention)
+            if let Some(context) = fused::self_attention([&self.query, &self.key, &self.value], &x, &mask_bias, heads) {
+                return linear(&self.output, context);
+            }
+        }
         // [batch, seq, d] -> [batch, heads, seq, head_dim]
         let split = |t: Tensor<3>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
         let q = split(linear(&self.query, x.clone()));
@@ -97,7 +104,6 @@ impl BertAttention {
         // [batch, heads, seq, seq]
         let scores = matmul4(q, k.swap_dims(2, 3));
         // softmax(scores / √head_dim + mask_bias) ⊙ dropout mask, one fused op on flex
-        let mask = rng.as_mut().and_then(|r| r.next_mask(self.probs_dropout));
         let probs = fused::attention_probs(scores, mask_bias, (head_dim as f64).sqrt() as f32, mask);
         // [batch, heads, seq, head_dim] -> [batch, seq, d]
         let context = matmul4(probs, v).swap_dims(1, 2).reshape([batch, seq, d]);

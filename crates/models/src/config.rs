@@ -67,7 +67,7 @@ impl BertConfig {
 
     /// The config from `config.json`'s parsed object (`path` names it in errors).
     pub fn from_map(path: &Path, raw: serde_json::Map<String, serde_json::Value>) -> Result<Self, ModelError> {
-        let mut config: BertConfig = serde_json::from_value(serde_json::Value::Object(raw.clone()))
+        let mut config: BertConfig = crate::json_fields::from_object(&raw)
             .map_err(|e| ModelError::file(path, format!("not a BERT config: {e}")))?;
         config.raw = raw;
         config.validate().map_err(|m| ModelError::file(path, m))?;

@@ -10,6 +10,7 @@ pub mod dropout;
 pub mod fused;
 pub mod gguf;
 pub mod hf;
+pub mod json_fields;
 pub mod llama;
 pub(crate) mod params;
 pub mod reward_model;

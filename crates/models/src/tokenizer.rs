@@ -52,7 +52,13 @@ impl RmTokenizer {
         if max_length < 2 {
             return Err(ModelError::file(path, format!("max_length {max_length} leaves no room for text")));
         }
-        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| ModelError::file(path, format!("cannot load tokenizer: {e}")))?;
+        // The tokenizers crate panics on some malformed files (a decoder's fields of the wrong
+        // type: found by tests/fuzz): that is a bad file too, not a crash.
+        let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)).map_err(|panic| {
+            let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            ModelError::file(path, format!("cannot load tokenizer: malformed ({why})"))
+        })?;
+        let mut inner = parsed.map_err(|e| ModelError::file(path, format!("cannot load tokenizer: {e}")))?;
         let pad_from_file = inner.get_padding().map(|p| p.pad_id);
         inner.with_padding(None);
         inner

@@ -18,6 +18,7 @@ pub mod scoring;
 pub mod secrets;
 pub mod settings;
 pub mod single;
+pub mod slurm;
 pub mod strength;
 pub mod train_set;
 pub mod warm;

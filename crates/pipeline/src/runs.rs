@@ -27,20 +27,36 @@ pub(crate) fn probe_config(train: &TrainConfig, steps: u64, lr: f64) -> TrainCon
     probe
 }
 
-/// Whether `model` is a finished run of exactly `cfg` on this data from this init (reusable).
-pub(crate) fn finished_run_matches(model: &Path, cfg: &TrainConfig, data_sha: &str, init: &Path) -> Result<bool> {
-    let Ok(m) = rmtrain_core::Manifest::read(model) else { return Ok(false) };
+/// What `model` holds against a run of `cfg` on this data from this init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FinishedRun {
+    /// A finished run of exactly these settings, data and init: reusable.
+    Matches,
+    /// A finished run of other settings, data or init.
+    Differs,
+    Missing,
+}
+
+pub(crate) fn finished_run(model: &Path, cfg: &TrainConfig, data_sha: &str, init: &Path) -> Result<FinishedRun> {
+    let Ok(m) = rmtrain_core::Manifest::read(model) else { return Ok(FinishedRun::Missing) };
     if !model.join("model.safetensors").is_file() {
-        return Ok(false);
+        return Ok(FinishedRun::Missing);
     }
     let init_sha = rmtrain_models::hf::weights_sha256(init).ok();
     let same = m.train_config == serde_json::to_value(cfg).expect("a config serializes")
         && m.train_data_sha256.as_deref() == Some(data_sha)
         && m.init_weights_sha256 == init_sha;
-    if !same {
+    Ok(if same { FinishedRun::Matches } else { FinishedRun::Differs })
+}
+
+/// Whether `model` is a finished run of exactly `cfg` on this data from this init (reusable);
+/// says so when a finished run of other settings will be trained again.
+pub(crate) fn finished_run_matches(model: &Path, cfg: &TrainConfig, data_sha: &str, init: &Path) -> Result<bool> {
+    let found = finished_run(model, cfg, data_sha, init)?;
+    if found == FinishedRun::Differs {
         eprintln!("rmtrain: {} was trained with other settings, data or init: training it again", model.display());
     }
-    Ok(same)
+    Ok(found == FinishedRun::Matches)
 }
 
 /// The shared init in `req.out` (a head-only run): reused when a finished probe matches, else

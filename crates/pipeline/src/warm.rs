@@ -6,15 +6,17 @@
 //! Run folder: `shared-init/` (the shared new head, linear-probed), `members/member-K/`, `warm/`
 //! (the average), `report.md`, `report.json`, `plots/`. A run is reused only when it finished
 //! with exactly the recipe's settings, data and init; a member's checkpoint is resumed only when
-//! it is a stop of the same run; anything else starts fresh. `--member K` processes may run at
-//! once (even on several machines sharing the run folder): the shared init is built under a lock
-//! by whichever comes first, and the others wait for it and reuse it.
+//! it is a stop of the same run; anything else starts fresh. The run splits into stages
+//! ([`WarmStage`]: init, member K, merge) that a scheduler runs as separate jobs (`rmtrain
+//! slurm`): member processes may run at once (even on several machines sharing the run folder);
+//! the shared init is built under a lock by whichever comes first, and the others wait for it and
+//! reuse it.
 
 use crate::evaluate::{evaluate_models, Entry, EvalOptions, Evaluation};
 use crate::interpolate::{barriers, curve_ts, interpolation_curve, plot_curve};
 use crate::recipe::Recipe;
 use crate::report::{write_noise_report, write_warm_report};
-use crate::runs::{linear_probe, probe_config, reuse_or_train};
+use crate::runs::{finished_run, linear_probe, probe_config, reuse_or_train, FinishedRun};
 use crate::scoring::load_reward_model;
 use crate::train_set::{prepare_train_set, TrainSet};
 use crate::{config_error, Result};
@@ -31,9 +33,23 @@ use std::time::Instant;
 
 pub struct WarmOptions<'a> {
     pub device: &'a Device,
-    /// Train only this member (then exit without averaging).
-    pub only_member: Option<usize>,
+    pub stage: WarmStage,
     pub progress: bool,
+}
+
+/// Which part of a WARM run a process does. A scheduler runs `Init` once, then one `Member(k)`
+/// per member (in parallel, anywhere that shares the run folder), then `Merge`; the run folder
+/// is the only coupling. `All` does the three in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmStage {
+    All,
+    /// The shared init (linear probe) only.
+    Init,
+    /// Member k only (building the shared init under its lock first if no process has).
+    Member(usize),
+    /// The average, evaluation and report, from a finished shared init and finished members;
+    /// trains nothing.
+    Merge,
 }
 
 /// Results of one WARM run, for the report and the noise sweep.
@@ -70,7 +86,7 @@ impl WarmResults {
 /// each run (none when only one member was asked for).
 pub fn run_warm(recipe: &Recipe, opts: &WarmOptions) -> Result<Vec<(f64, WarmResults)>> {
     let members = recipe.members.as_ref().ok_or_else(|| config_error(format!("recipe {}: not a WARM recipe (no [members])", recipe.name)))?;
-    if let Some(k) = opts.only_member
+    if let WarmStage::Member(k) = opts.stage
         && k >= members.seeds.len()
     {
         return Err(config_error(format!("--member {k}: the recipe has members 0..{}", members.seeds.len() - 1)));
@@ -87,7 +103,7 @@ pub fn run_warm(recipe: &Recipe, opts: &WarmOptions) -> Result<Vec<(f64, WarmRes
             eprintln!("warm: noise level {:.0}% of train labels flipped -> {}", flip * 100.0, out.display());
         }
         let mut run = WarmRun::new(recipe, out, flip, opts)?;
-        if let Some(results) = run.run(&eval_sets, opts.only_member)? {
+        if let Some(results) = run.run(&eval_sets, opts.stage)? {
             write_warm_report(recipe, &run.out, &results)?;
             all.push((flip, results));
         }
@@ -131,18 +147,29 @@ impl<'a> WarmRun<'a> {
         self.timings.insert(what.into(), since.elapsed().as_secs_f64().into());
     }
 
-    /// shared init → members → average → evaluation → interpolation. None when only one member
-    /// was asked for.
-    fn run(&mut self, eval_sets: &[(String, Vec<Pair>)], only_member: Option<usize>) -> Result<Option<WarmResults>> {
+    /// shared init → members → average → evaluation → interpolation, or the part `stage` asks
+    /// for. None unless the stage writes the report (All, Merge).
+    fn run(&mut self, eval_sets: &[(String, Vec<Pair>)], stage: WarmStage) -> Result<Option<WarmResults>> {
         let started = Instant::now();
-        let init = self.shared_init()?;
-        self.time("linear_probe", started);
         let m = self.recipe.members.as_ref().expect("a WARM recipe").seeds.len();
-        for k in (0..m).filter(|k| only_member.is_none_or(|o| o == *k)) {
-            self.train_member(k, &init)?;
-        }
-        if only_member.is_some() {
-            return Ok(None);
+        let init = if stage == WarmStage::Merge { self.finished_init()? } else { self.shared_init()? };
+        self.time("linear_probe", started);
+        match stage {
+            WarmStage::Init => return Ok(None),
+            WarmStage::Member(k) => {
+                self.train_member(k, &init)?;
+                return Ok(None);
+            }
+            WarmStage::All => {
+                for k in 0..m {
+                    self.train_member(k, &init)?;
+                }
+            }
+            WarmStage::Merge => {
+                for k in 0..m {
+                    self.check_member_finished(k, &init)?;
+                }
+            }
         }
         let members: Vec<PathBuf> = (0..m).map(|k| self.member_dir(k).join("model")).collect();
         let warm = self.average(&members)?;
@@ -185,6 +212,30 @@ impl<'a> WarmRun<'a> {
         let members = self.recipe.members.as_ref().expect("a WARM recipe");
         let probe = probe_config(&self.recipe.train, members.shared_linear_probe_steps, members.linear_probe_lr);
         linear_probe(self.request(probe, self.recipe.model.backbone.clone(), self.out.join("shared-init"), Trainable::HeadOnly), "warm")
+    }
+
+    /// The merge stage's shared init: it must be finished with this recipe's settings (the init
+    /// stage's job), since rebuilding it would invalidate every member.
+    fn finished_init(&self) -> Result<PathBuf> {
+        let members = self.recipe.members.as_ref().expect("a WARM recipe");
+        let probe = probe_config(&self.recipe.train, members.shared_linear_probe_steps, members.linear_probe_lr);
+        let init = self.out.join("shared-init").join("model");
+        match finished_run(&init, &probe, &self.set.data_sha256, &self.recipe.model.backbone)? {
+            FinishedRun::Matches => Ok(init),
+            FinishedRun::Differs => Err(config_error(format!("stage merge: {} was trained with other settings, data or init than this recipe's: run the init stage again", init.display()))),
+            FinishedRun::Missing => Err(config_error(format!("stage merge: no finished shared init in {}: run the init stage first", init.display()))),
+        }
+    }
+
+    /// The merge stage's check that member `k` finished with this recipe's settings, data and
+    /// shared init.
+    fn check_member_finished(&self, k: usize, init: &Path) -> Result<()> {
+        let model = self.member_dir(k).join("model");
+        match finished_run(&model, &self.recipe.member_config(k), &self.set.data_sha256, init)? {
+            FinishedRun::Matches => Ok(()),
+            FinishedRun::Differs => Err(config_error(format!("stage merge: member {k} ({}) was trained with other settings, data or init: run its member stage again", model.display()))),
+            FinishedRun::Missing => Err(config_error(format!("stage merge: member {k} has not finished ({} is missing): run its member stage first", model.display()))),
+        }
     }
 
     /// 2. Member `k` from the shared init: reused when it finished with these settings, resumed

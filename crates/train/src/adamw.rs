@@ -76,7 +76,7 @@ impl AdamWOps for Flex {
         let grad = if grad.is_contiguous() { grad } else { grad.to_contiguous() };
         let (mut param, mut m, mut v) = (owned(param), owned(moment_1), owned(moment_2));
         let g = grad.as_slice::<f32>().expect("contiguous f32 gradient");
-        update(param.storage_mut::<f32>(), g, m.storage_mut::<f32>(), v.storage_mut::<f32>(), &s);
+        update_parallel(param.storage_mut::<f32>(), g, m.storage_mut::<f32>(), v.storage_mut::<f32>(), &s);
         (param, m, v)
     }
 }
@@ -96,6 +96,27 @@ fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Scalars) {
         };
         *p = decayed - delta * s.lr;
     }
+}
+
+/// `update` over the machine's cores for a large tensor: the same element-wise arithmetic on
+/// disjoint chunks, so the same bits. Small tensors stay on the calling thread.
+fn update_parallel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &Scalars) {
+    const MIN_CHUNK: usize = 1 << 17;
+    assert!(p.len() == g.len() && p.len() == m.len() && p.len() == v.len(), "AdamW: parameter, gradient and moments differ in size");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(p.len() / MIN_CHUNK);
+    if threads <= 1 {
+        return update(p, g, m, v, s);
+    }
+    let chunk = p.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = p.chunks_mut(chunk).zip(g.chunks(chunk)).zip(m.chunks_mut(chunk)).zip(v.chunks_mut(chunk));
+        let first = parts.next().expect("a non-empty tensor");
+        for (((p, g), m), v) in parts {
+            scope.spawn(move || update(p, g, m, v, s));
+        }
+        let (((p, g), m), v) = first;
+        update(p, g, m, v, s);
+    });
 }
 
 /// AdamW (decoupled weight decay, no AMSGrad) with the fused update on flex.
@@ -181,7 +202,7 @@ impl Optimizer for FusedAdamW {
 mod libtorch {
     #![allow(deprecated)] // Burn marks its LibTorch backend deprecated; it is the tch device.
 
-    use super::{update, Scalars};
+    use super::{update_parallel, Scalars};
     use burn::backend::libtorch::{LibTorchDevice, TchTensor};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Backend, DispatchDevice, LibTorch, TensorMetadata};
@@ -269,7 +290,7 @@ mod libtorch {
             }
             if grad.tensor.numel() > 0 {
                 let g = values(&grad);
-                update(values_mut(&mut p), g, values_mut(&mut m), values_mut(&mut v), &s);
+                update_parallel(values_mut(&mut p), g, values_mut(&mut m), values_mut(&mut v), &s);
             }
             (p, m, v)
         }
@@ -352,5 +373,25 @@ mod tests {
     fn the_kernel_refuses_mismatched_sizes() {
         let s = Scalars { beta_1: 0.9, beta_2: 0.999, factor_1: 0.1, factor_2: 0.001, correction_1: 0.1, correction_2: 0.001, epsilon: 1e-8, lr: 1e-3, decay: None };
         update(&mut [0.0; 3], &[0.0; 2], &mut [0.0; 3], &mut [0.0; 3], &s);
+    }
+
+    /// The update split over threads gives the bits of the one-thread update (a tensor large
+    /// enough to be split, with and without weight decay).
+    #[test]
+    fn the_parallel_update_is_bitwise_the_serial_one() {
+        let n = (1 << 19) + 7;
+        let value = |i: usize, seed: u64| (rmtrain_core::splitmix64(seed ^ i as u64) >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        let g: Vec<f32> = (0..n).map(|i| value(i, 1)).collect();
+        for decay in [None, Some(0.999)] {
+            let s = Scalars { beta_1: 0.9, beta_2: 0.999, factor_1: 0.1, factor_2: 0.001, correction_1: 0.19, correction_2: 0.002, epsilon: 1e-8, lr: 1e-3, decay };
+            let start = |seed: u64| -> Vec<f32> { (0..n).map(|i| value(i, seed).abs()).collect() };
+            let (mut p1, mut m1, mut v1) = (start(2), start(3), start(4));
+            let (mut p2, mut m2, mut v2) = (p1.clone(), m1.clone(), v1.clone());
+            update(&mut p1, &g, &mut m1, &mut v1, &s);
+            update_parallel(&mut p2, &g, &mut m2, &mut v2, &s);
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&p1) == bits(&p2) && bits(&m1) == bits(&m2) && bits(&v1) == bits(&v2), "decay {decay:?}");
+            assert!(p1.iter().zip(start(2)).filter(|(a, b)| **a != *b).count() > n / 2, "the update moves the weights");
+        }
     }
 }

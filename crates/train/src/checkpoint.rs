@@ -84,6 +84,21 @@ pub fn prune(run: &Path, keep: usize) {
     let all = list_checkpoints(run);
     let n = all.len().saturating_sub(keep.max(1));
     for (_, dir) in all.into_iter().take(n) {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = rmtrain_core::fs::remove_dir_atomic(&dir);
     }
+}
+
+/// Before a run starts or resumes in `run`: what a killed earlier process left half-written there
+/// (temporary files, partial checkpoint folders, an interrupted replacement of `model/`) is
+/// cleaned up, so only whole checkpoints are seen.
+pub fn sweep_run_folder(run: &Path) -> Result<(), rmtrain_core::CoreError> {
+    let mut done = Vec::new();
+    for dir in [run.to_path_buf(), checkpoints_dir(run)] {
+        done.extend(rmtrain_core::fs::sweep_stale_temporaries(&dir)?);
+    }
+    if !done.is_empty() {
+        let names: Vec<String> = done.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+        eprintln!("rmtrain: cleaned up {} half-written entries of a killed run in {}: {}", done.len(), run.display(), names.join(", "));
+    }
+    Ok(())
 }

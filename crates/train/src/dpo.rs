@@ -325,6 +325,7 @@ pub fn train_dpo(req: DpoRequest) -> Result<DpoOutcome, TrainError> {
     let ad = req.device.clone().autodiff();
     let init_sha = rmtrain_models::hf::weights_sha256(&req.init)?;
     let config_sha = sha_of_config(&cfg);
+    checkpoint::sweep_run_folder(&req.out)?;
     // Resume: the newest checkpoint of this very run, or a clean start.
     let resume = if req.resume {
         let Some((_, dir)) = checkpoint::list_checkpoints(&req.out).pop() else {

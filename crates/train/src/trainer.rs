@@ -300,6 +300,7 @@ impl Run {
 
         let init_sha = rmtrain_models::hf::weights_sha256(&req.init)?;
         let config_sha = run_fingerprint(&cfg, req.trainable)?;
+        checkpoint::sweep_run_folder(&req.out)?;
         let resume = resume_point(req, &init_sha, &config_sha)?;
         let load_dir = resume.as_ref().map_or(req.init.clone(), |(_, dir)| dir.clone());
         let rm = RewardModel::load_with_dropout(&load_dir, cfg.max_length, &ad, cfg.dropout)?;

@@ -82,6 +82,30 @@ fn on_libtorch<const D: usize>(t: &Tensor<D>) -> bool {
     t.dtype() == burn::tensor::DType::F32 && matches!(t.device().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_))
 }
 
+/// True when `t` is f32 on libtorch's CPU device (where its flash-attention CPU kernel runs).
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // Burn marks its LibTorch backend deprecated; it is the tch device.
+fn on_libtorch_cpu<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == burn::tensor::DType::F32 && matches!(t.device().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu))
+}
+
+/// BERT's attention context without attention dropout as one op on tch's CPU device: the Q/K/V
+/// projections as one `addmm`, then libtorch's flash-attention CPU kernel forward and backward
+/// (what PyTorch's `scaled_dot_product_attention` runs there). x: [batch, seq, d]; mask_bias:
+/// [batch, 1, 1, seq]; returns [batch, seq, d], or None on other devices and for projections
+/// without a bias, where the caller runs the composed ops.
+pub fn self_attention(projections: [&Linear; 3], x: &Tensor<3>, mask_bias: &Tensor<4>, heads: usize) -> Option<Tensor<3>> {
+    #[cfg(feature = "tch")]
+    if on_libtorch_cpu(x)
+        && let [Some(bq), Some(bk), Some(bv)] = projections.map(|p| p.bias.as_ref())
+    {
+        let [query, key, value] = projections;
+        return Some(tch::self_attention(query, key, value, [bq, bk, bv], x.clone(), mask_bias.clone(), heads));
+    }
+    let _ = (projections, x, mask_bias, heads);
+    None
+}
+
 /// `layer.forward(x)`: one `addmm` with its own backward on tch (for a layer with a bias),
 /// OpenBLAS on flex when loaded (`rmtrain_blas::linear`), else Burn's op.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {

@@ -14,6 +14,10 @@
 //!   and a row sum). Burn's `linear` keeps [batch, seq, in] inputs batched when seq is a multiple
 //!   of 32 (a `bmm` over the batch against the broadcast weight) and adds the bias as a separate
 //!   pass; PyTorch's `F.linear` runs one `addmm` on the flattened rows, as here.
+//! - Self-attention without attention dropout (training with dropout off, and scoring) on the
+//!   CPU: the Q, K and V projections as one `addmm` against [Wq | Wk | Wv], then libtorch's
+//!   flash-attention CPU kernel forward and backward, the kernels PyTorch's
+//!   `scaled_dot_product_attention` runs. No [batch, heads, seq, seq] tensor is stored.
 //!
 //! The dropout mask is the same hash-based stream as every other path (`DropoutMask::factor`).
 #![allow(deprecated)] // Burn marks its LibTorch backend deprecated; it is the tch device.
@@ -23,6 +27,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::libtorch::TchTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, LibTorch};
@@ -41,6 +46,10 @@ pub trait TchFusedOps: Backend {
     fn tch_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
     /// LayerNorm(dropout(x) + residual), the end of a post-LN transformer sub-block.
     fn tch_residual_layer_norm(x: FloatTensor<Self>, residual: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, dropout: Option<DropoutMask>) -> FloatTensor<Self>;
+    /// softmax(Q·Kᵀ/√dₕ + mask_bias)·V per head, [Q | K | V] = x·W + b; libtorch CPU tensors only.
+    /// x: [batch, seq, d]; W: [d, 3d] (Burn's layout); b: [3d]; mask_bias: [batch, 1, 1, seq], a
+    /// constant. Returns the heads' context, [batch, seq, d].
+    fn tch_self_attention(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, mask_bias: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
 }
 
 /// `layer.forward(x)` on a tch device for a layer with a bias (with or without autodiff).
@@ -58,6 +67,14 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, beta: &Param<Tensor<1>>, eps
 pub fn residual_layer_norm<const D: usize>(norm: &LayerNorm, beta: &Param<Tensor<1>>, epsilon: f64, x: Tensor<D>, residual: Tensor<D>, dropout: Option<DropoutMask>) -> Tensor<D> {
     let (gamma, beta) = (norm.gamma.val().into_dispatch(), beta.val().into_dispatch());
     Tensor::from_dispatch(<Dispatch as TchFusedOps>::tch_residual_layer_norm(x.into_dispatch(), residual.into_dispatch(), gamma, beta, epsilon, dropout))
+}
+
+/// The attention context of `x` (Q/K/V projections and softmax(Q·Kᵀ/√dₕ + mask_bias)·V) on the
+/// tch CPU device without attention dropout, with or without autodiff.
+pub fn self_attention(query: &Linear, key: &Linear, value: &Linear, biases: [&Param<Tensor<1>>; 3], x: Tensor<3>, mask_bias: Tensor<4>, heads: usize) -> Tensor<3> {
+    let weight = Tensor::cat(vec![query.weight.val(), key.weight.val(), value.weight.val()], 1);
+    let bias = Tensor::cat(biases.iter().map(|b| b.val()).collect(), 0);
+    Tensor::from_dispatch(<Dispatch as TchFusedOps>::tch_self_attention(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), mask_bias.into_dispatch(), heads))
 }
 
 /// The attention probabilities of `scores` on a tch device (with or without autodiff).
@@ -87,6 +104,31 @@ fn affine(x: &tch::Tensor, weight: &tch::Tensor, bias: &tch::Tensor) -> tch::Ten
     let mut shape = x.size();
     *shape.last_mut().expect("a tensor of rank ≥ 1") = weight.size()[1];
     bias.addmm(&rows(x), weight).reshape(shape)
+}
+
+/// [Q | K | V] as [batch, seq, 3d] → Q, K and V as [batch, heads, seq, dₕ] views (no copy).
+fn split_heads(qkv: &tch::Tensor, heads: usize) -> [tch::Tensor; 3] {
+    let (s, h) = (qkv.size(), heads as i64);
+    let per_head = qkv.view([s[0], s[1], 3, h, s[2] / 3 / h]).permute([2, 0, 3, 1, 4]);
+    [0, 1, 2].map(|i| per_head.get(i))
+}
+
+/// [batch, heads, seq, dₕ] → [batch, seq, heads·dₕ], contiguous.
+fn merge_heads(t: &tch::Tensor) -> tch::Tensor {
+    let s = t.size();
+    t.transpose(1, 2).reshape([s[0], s[2], s[1] * s[3]])
+}
+
+/// 1/√dₕ, the scale of Q·Kᵀ.
+fn attention_scale(q: &tch::Tensor) -> f64 {
+    1.0 / (q.size()[3] as f64).sqrt()
+}
+
+/// libtorch's flash-attention CPU forward: the output [batch, heads, seq, dₕ] and the rows'
+/// log-sum-exp, which its backward takes.
+fn flash_attention(qkv: &tch::Tensor, mask_bias: &tch::Tensor, heads: usize) -> (tch::Tensor, tch::Tensor) {
+    let [q, k, v] = split_heads(qkv, heads);
+    tch::Tensor::internal_scaled_dot_product_flash_attention_for_cpu(&q, &k, &v, 0.0, false, Some(mask_bias), attention_scale(&q))
 }
 
 /// LayerNorm of `z` over its last dim.
@@ -123,6 +165,11 @@ impl TchFusedOps for LibTorch {
     fn tch_residual_layer_norm(x: TchTensor, residual: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64, dropout: Option<DropoutMask>) -> TchTensor {
         TchTensor::new(normalized(&add_dropped(&x.tensor, &residual.tensor, dropout), &gamma.tensor, &beta.tensor, epsilon))
     }
+
+    fn tch_self_attention(x: TchTensor, weight: TchTensor, bias: TchTensor, mask_bias: TchTensor, heads: usize) -> TchTensor {
+        let (out, _) = flash_attention(&affine(&x.tensor, &weight.tensor, &bias.tensor), &mask_bias.tensor, heads);
+        TchTensor::new(merge_heads(&out))
+    }
 }
 
 #[derive(Debug)]
@@ -140,18 +187,53 @@ impl Backward<LibTorch, 3> for LinearBackward {
 
     fn backward(self, ops: Ops<LinearState, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<LibTorch>(&ops.node);
-        let [x, weight, bias] = ops.parents;
-        let LinearState { x: input, weight: w } = ops.state;
-        let g = rows(&grad.tensor); // [rows, out]
-        if let Some(x) = x {
-            grads.register::<LibTorch>(x.id, TchTensor::new(g.mm(&w.tensor.tr()).reshape(input.tensor.size())));
-        }
-        if let Some(weight) = weight {
-            grads.register::<LibTorch>(weight.id, TchTensor::new(rows(&input.tensor).tr().mm(&g)));
-        }
-        if let Some(bias) = bias {
-            grads.register::<LibTorch>(bias.id, TchTensor::new(g.sum_dim_intlist([0i64].as_slice(), false, Kind::Float)));
-        }
+        register_affine_grads(grads, ops.parents.map(|p| p.map(|node| node.id)), &ops.state, &grad.tensor);
+    }
+}
+
+/// The gradients of x·W + b's parents [x, W, b], given the output's gradient.
+fn register_affine_grads(grads: &mut Gradients, parents: [Option<NodeId>; 3], state: &LinearState, grad: &tch::Tensor) {
+    let [x, weight, bias] = parents;
+    let g = rows(grad); // [rows, out]
+    if let Some(x) = x {
+        grads.register::<LibTorch>(x, TchTensor::new(g.mm(&state.weight.tensor.tr()).reshape(state.x.tensor.size())));
+    }
+    if let Some(weight) = weight {
+        grads.register::<LibTorch>(weight, TchTensor::new(rows(&state.x.tensor).tr().mm(&g)));
+    }
+    if let Some(bias) = bias {
+        grads.register::<LibTorch>(bias, TchTensor::new(g.sum_dim_intlist([0i64].as_slice(), false, Kind::Float)));
+    }
+}
+
+#[derive(Debug)]
+struct SelfAttentionBackward {
+    heads: usize,
+}
+
+/// What the flash-attention backward takes, and the projection's input and weight.
+#[derive(Debug, Clone)]
+struct SelfAttentionState {
+    projection: LinearState,
+    qkv: TchTensor,
+    out: TchTensor,
+    logsumexp: TchTensor,
+    mask_bias: TchTensor,
+}
+
+impl Backward<LibTorch, 3> for SelfAttentionBackward {
+    type State = SelfAttentionState;
+
+    fn backward(self, ops: Ops<SelfAttentionState, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<LibTorch>(&ops.node);
+        let state = &ops.state;
+        let [q, k, v] = split_heads(&state.qkv.tensor, self.heads);
+        let s = grad.tensor.size();
+        let grad_out = grad.tensor.reshape([s[0], s[1], self.heads as i64, -1]).transpose(1, 2);
+        let mask = Some(&state.mask_bias.tensor);
+        let (dq, dk, dv) = tch::Tensor::internal_scaled_dot_product_flash_attention_for_cpu_backward(&grad_out, &q, &k, &v, &state.out.tensor, &state.logsumexp.tensor, 0.0, false, mask, attention_scale(&q));
+        let dqkv = tch::Tensor::cat(&[merge_heads(&dq), merge_heads(&dk), merge_heads(&dv)], 2);
+        register_affine_grads(grads, ops.parents.map(|p| p.map(|node| node.id)), &state.projection, &dqkv);
     }
 }
 
@@ -297,6 +379,20 @@ impl<C: CheckpointStrategy> TchFusedOps for Autodiff<LibTorch, C> {
             )),
         }
     }
+
+    fn tch_self_attention(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, mask_bias: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        let mask_bias = mask_bias.into_primitive();
+        match (SelfAttentionBackward { heads }).prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let qkv = affine(&x.primitive().tensor, &weight.primitive().tensor, &bias.primitive().tensor);
+                let (out, logsumexp) = flash_attention(&qkv, &mask_bias.tensor, heads);
+                let output = TchTensor::new(merge_heads(&out));
+                let projection = LinearState { x: x.primitive().clone(), weight: weight.primitive().clone() };
+                prep.finish(SelfAttentionState { projection, qkv: TchTensor::new(qkv), out: TchTensor::new(out), logsumexp: TchTensor::new(logsumexp), mask_bias }, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(LibTorch::tch_self_attention(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), mask_bias, heads)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -434,5 +530,67 @@ mod tests {
             let diffs = [max_diff_n(y, want_y), max_diff_n(dx, want_dx), max_diff_n(dw, want_dw), max_diff_n(db, want_db)];
             assert!(diffs.iter().all(|&d| d < 1e-4), "seq {seq}: y, dx, dW, db differ by {diffs:?}");
         }
+    }
+
+    /// The fused projections + flash attention against Burn's composed ops (three Linear layers,
+    /// Q·Kᵀ, the composed softmax, ·V) on the same device, with padded keys: the context and the
+    /// gradients of x and of every weight and bias, with and without autodiff.
+    #[test]
+    fn tch_self_attention_matches_the_composed_ops() {
+        let (batch, seq, d, heads) = (2, 6, 32, 4);
+        let composed = |layers: &[Linear; 3], x: Tensor<3>, mask_bias: Tensor<4>| {
+            let split = |t: Tensor<3>| t.reshape([batch, seq, heads, d / heads]).swap_dims(1, 2);
+            let [q, k, v] = [0, 1, 2].map(|i| split(layers[i].forward(x.clone())));
+            let probs = composed_attention_probs(q.matmul(k.swap_dims(2, 3)), mask_bias, ((d / heads) as f32).sqrt(), None);
+            probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, d])
+        };
+        let layers_on = |device: &Device| {
+            [0, 1, 2].map(|i| {
+                let mut layer = burn::nn::LinearConfig::new(d, d).init(device);
+                layer.weight = Param::from_tensor(values([d, d], 30 + i, 0.4, device));
+                layer.bias = Some(Param::from_tensor(values([d], 40 + i, 0.3, device)));
+                layer
+            })
+        };
+        let device = libtorch().autodiff();
+        let layers = layers_on(&device);
+        let x = values([batch, seq, d], 50, 1.0, &device);
+        let weights = values([batch, seq, d], 51, 1.0, &device);
+        let run = |fused: bool| {
+            let x = x.clone().require_grad();
+            let y = if fused {
+                crate::fused::self_attention([&layers[0], &layers[1], &layers[2]], &x, &mask_bias(&device), heads).expect("the tch CPU path")
+            } else {
+                composed(&layers, x.clone(), mask_bias(&device))
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let mut out = vec![max_flat(y), max_flat(x.grad(&grads).expect("dx"))];
+            for layer in &layers {
+                out.push(max_flat(layer.weight.val().grad(&grads).expect("dW")));
+                out.push(max_flat(layer.bias.as_ref().expect("a bias").val().grad(&grads).expect("db")));
+            }
+            out
+        };
+        let (got, want) = (run(true), run(false));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(diff < 2e-5, "output {i} (y, dx, then dW, db per projection) differs by {diff}");
+        }
+        // the padded keys get no weight: changing x at the padded positions of batch 1 leaves
+        // every row of batch 1 as it was
+        let inference = libtorch();
+        let layers = layers_on(&inference);
+        let y = |x: Tensor<3>| max_flat(crate::fused::self_attention([&layers[0], &layers[1], &layers[2]], &x, &mask_bias(&inference), heads).expect("tch CPU"));
+        let x = values([batch, seq, d], 52, 1.0, &inference);
+        let moved = x.clone().slice_assign([1..2, 4..6, 0..d], values([1, 2, d], 53, 5.0, &inference));
+        let (a, b) = (y(x.clone()), y(moved));
+        let batch1 = seq * d..2 * seq * d;
+        assert!(a[batch1.clone()].chunks(d).take(4).zip(b[batch1].chunks(d)).all(|(r, s)| r == s), "padded keys leak into the real rows");
+        let d_inf = a.iter().zip(&max_flat(composed(&layers, x, mask_bias(&inference)))).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+        assert!(d_inf < 2e-5, "inference differs by {d_inf}");
+    }
+
+    fn max_flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec().expect("f32")
     }
 }

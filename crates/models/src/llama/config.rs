@@ -78,7 +78,7 @@ pub struct LlamaConfig {
 
 impl LlamaConfig {
     pub fn from_map(path: &Path, raw: Map<String, Value>) -> Result<Self, ModelError> {
-        let mut config: LlamaConfig = serde_json::from_value(Value::Object(raw.clone()))
+        let mut config: LlamaConfig = crate::json_fields::from_object(&raw)
             .map_err(|e| ModelError::file(path, format!("not a Llama-family config: {e}")))?;
         config.rope_theta = rope_theta(&raw).map_err(|m| ModelError::file(path, m))?;
         config.eos_token_ids = match raw.get("eos_token_id") {
