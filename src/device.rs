@@ -15,7 +15,24 @@ fn how_to_build(name: &str) -> &'static str {
     }
 }
 
+/// A comma-separated list of devices (`cuda:0,cuda:1`, `cpu,tch`): the first holds the model,
+/// the others take replicas of each step (data parallelism over devices).
+pub fn parse_devices(list: &str) -> Result<Vec<Device>> {
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    if names.iter().any(|n| n.is_empty()) {
+        bail!("--device {list:?}: an empty name in the list");
+    }
+    names.iter().map(|n| parse_device(n)).collect()
+}
+
 pub fn parse_device(name: &str) -> Result<Device> {
+    if let Some(index) = name.strip_prefix("cuda:") {
+        let Ok(i) = index.parse::<usize>() else { bail!("device {name:?}: expected cuda:N with N a GPU index") };
+        return match cuda_device(i) {
+            Some(device) => probe(name, device),
+            None => bail!("device {name:?}: this binary was built without cuda; to get it: {}", how_to_build("cuda")),
+        };
+    }
     match name {
         "cpu" | "flex" => Ok(Device::flex()),
         "tch" | "wgpu" | "cuda" => match compiled_in(name) {
@@ -23,6 +40,17 @@ pub fn parse_device(name: &str) -> Result<Device> {
             None => bail!("device {name:?}: this binary was built without it; to get it: {}", how_to_build(name)),
         },
         other => bail!("device {other:?}: unknown (expected cpu, tch, wgpu or cuda)"),
+    }
+}
+
+/// GPU `index` of the cuda backend, if this binary was built with it.
+fn cuda_device(index: usize) -> Option<Device> {
+    #[cfg(feature = "cuda")]
+    return Some(Device::cuda(index));
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = index;
+        None
     }
 }
 
@@ -38,8 +66,7 @@ fn compiled_in(name: &str) -> Option<Device> {
         }
         #[cfg(feature = "wgpu")]
         "wgpu" => Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
-        #[cfg(feature = "cuda")]
-        "cuda" => Some(Device::cuda(0)),
+        "cuda" => cuda_device(0),
         _ => None,
     }
 }
@@ -81,6 +108,19 @@ mod tests {
     fn a_device_not_compiled_in_says_how_to_get_it() {
         let e = parse_device("wgpu").expect_err("not built").to_string();
         assert!(e.contains("--features wgpu") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn device_lists_and_gpu_indices() {
+        assert_eq!(parse_devices("cpu, cpu").expect("two").len(), 2);
+        let e = parse_devices("cpu,").expect_err("empty").to_string();
+        assert!(e.contains("an empty name"), "{e}");
+        let e = parse_devices("cpu,tpu").expect_err("unknown").to_string();
+        assert!(e.contains("\"tpu\": unknown"), "{e}");
+        let e = parse_device("cuda:x").expect_err("not an index").to_string();
+        assert!(e.contains("cuda:N"), "{e}");
+        #[cfg(not(feature = "cuda"))]
+        assert!(parse_device("cuda:1").expect_err("not built").to_string().contains("built without cuda"));
     }
 
     #[cfg(feature = "tch")]

@@ -1,7 +1,7 @@
 //! The verbs `data`, `train`, `score` and `eval`: argument parsing and printing; the work is in
 //! the library crates.
 
-use crate::device::parse_device;
+use crate::device::{parse_device, parse_devices};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rmtrain_data::{read_pairs, read_score_records, Pair, ScoreInput, VaderOptions};
@@ -127,6 +127,9 @@ pub struct TrainArgs {
     /// Continue the run in --out from its newest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// cpu, tch, wgpu, cuda or cuda:N; a comma-separated list trains one model data-parallel over
+    /// several devices (e.g. cuda:0,cuda:1 with --set replicas=2): the model lives on the first,
+    /// replica k of each step runs on device k mod n.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Train only the head (pooler + classifier) on the frozen backbone: a linear probe.
@@ -144,7 +147,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let config = train_config_from_sets(&a.set)?;
     let train_pairs = read_pairs(&a.train)?;
     let evals = load_evals(&a.evals)?;
-    let device = parse_device(&a.device)?;
+    let mut devices = parse_devices(&a.device)?;
+    let device = devices.remove(0);
     let recipe = serde_json::json!({
         "model": a.model, "train": a.train, "eval": a.evals.iter().map(|(n, p)| (n.clone(), p.display().to_string())).collect::<Vec<_>>(),
         "train_config": config,
@@ -159,6 +163,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         resume: a.resume,
         recipe,
         device,
+        replica_devices: devices,
         progress: !a.no_progress,
         trainable: if a.head_only { Trainable::HeadOnly } else { Trainable::All },
     })

@@ -240,6 +240,7 @@ fn request(out: &Path, config: TrainConfig, resume: bool) -> TrainRequest {
         resume,
         recipe: Value::Null,
         device: cpu(),
+        replica_devices: Vec::new(),
         progress: false,
         trainable: Trainable::All,
     }
@@ -304,6 +305,50 @@ fn training_lowers_the_loss_and_moves_every_parameter() {
             assert!((la - lb).abs() < 1e-4, "{dev_name}: step {}: loss {la} vs cpu {lb}", a["step"]);
         }
     }
+}
+
+/// One model trained data-parallel over several devices (`TrainRequest::replica_devices`, the
+/// CLI's `--device a,b`): replica k of each step runs on device k mod n and its gradients are
+/// moved to the model's device. Flex is a single CPU device in Burn, so on flex alone the list
+/// `cpu,cpu` must give bitwise the one-device run; with libtorch built in, replica 1 runs on the
+/// tch device (a real transfer of gradients between backends) and the loss curve and the final
+/// weights equal the one-device run's within float tolerance.
+#[test]
+fn one_model_trains_data_parallel_over_several_devices() {
+    let _serial = training_lock();
+    let cfg = TrainConfig { epochs: 4, lr: 1e-3, dropout: Some(0.0), replicas: 2, ..tiny_config() };
+    let run = |name: &str, extra: Vec<Device>| {
+        let out = tmp(&format!("devices-{name}"));
+        let outcome = rmtrain_train::train(TrainRequest { replica_devices: extra, ..request(&out, cfg.clone(), false) }).expect("train");
+        (f32_tensors(&outcome.model_dir.join("model.safetensors")), jsonl(&out.join("metrics.jsonl")))
+    };
+    let (one, one_log) = run("one", Vec::new());
+    let (same, _) = run("cpu-cpu", vec![cpu()]);
+    assert!(one == same, "cpu,cpu differs from one device");
+    let out = tmp("devices-refused");
+    let too_few = rmtrain_train::train(TrainRequest { replica_devices: vec![cpu(), cpu()], ..request(&out, cfg.clone(), false) }).err().expect("3 devices, 2 replicas");
+    assert!(too_few.to_string().contains("fewer than the 3 devices"), "{too_few}");
+    #[cfg(feature = "tch")]
+    {
+        #[allow(deprecated)]
+        let (mixed, mixed_log) = run("cpu-tch", vec![Device::libtorch()]);
+        let (mut worst_weight, mut worst_loss) = (0f32, 0f64);
+        for ((n, _, a), (_, _, b)) in one.iter().zip(&mixed) {
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            let tol = if zero_gradient_under_bt(n) { 2e-2 } else { 1e-4 };
+            assert!(worst <= tol, "{n}: cpu,tch is {worst} from one device");
+            if !zero_gradient_under_bt(n) {
+                worst_weight = worst_weight.max(worst);
+            }
+        }
+        for (a, b) in mixed_log.iter().zip(&one_log).filter(|(a, _)| a.get("loss").is_some()) {
+            let (la, lb) = (a["loss"].as_f64().expect("loss"), b["loss"].as_f64().expect("loss"));
+            assert!((la - lb).abs() < 1e-4, "step {}: loss {la} on cpu,tch vs {lb}", a["step"]);
+            worst_loss = worst_loss.max((la - lb).abs());
+        }
+        eprintln!("cpu,tch against one device: weights within {worst_weight:e}, step losses within {worst_loss:e}");
+    }
+    let _ = one_log;
 }
 
 #[test]
@@ -372,6 +417,7 @@ fn parity_run(name: &str, grad_accum: usize, replicas: usize, device: &Device) -
         train_pairs: read_pairs(&fixture("train-steps/pairs.jsonl")).expect("pairs"),
         evals: Vec::new(),
         device: device.clone(),
+        replica_devices: Vec::new(),
         ..request(&out, parity_config(grad_accum, replicas), false)
     };
     let outcome = rmtrain_train::train(req).expect("train");

@@ -119,6 +119,7 @@ fn tiny_request(out: &Path, train_pairs: Vec<Pair>, config: TrainConfig) -> Trai
         resume: false,
         recipe: Value::Null,
         device: cpu(),
+        replica_devices: Vec::new(),
         progress: false,
         trainable: Trainable::All,
     }

@@ -243,6 +243,7 @@ fn reward_model(who: &str, rm: &RmSection, dir: &Path, device: &Device, progress
         resume: false,
         recipe: serde_json::to_value(rm).expect("a section serialises"),
         device: device.clone(),
+        replica_devices: Vec::new(),
         progress,
         trainable: Trainable::All,
     };

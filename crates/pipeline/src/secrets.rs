@@ -82,6 +82,7 @@ pub fn run_secrets(recipe: &Recipe, opts: &SecretsOptions) -> Result<SecretsResu
         resume: false,
         recipe: recipe_json.clone(),
         device: opts.device.clone(),
+        replica_devices: Vec::new(),
         progress: opts.progress,
         trainable: Trainable::All,
     };

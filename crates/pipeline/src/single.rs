@@ -41,6 +41,7 @@ pub fn run_single(recipe: &Recipe, opts: &RunOptions) -> Result<SingleReport> {
         resume: opts.resume,
         recipe: serde_json::to_value(recipe).expect("a recipe serializes"),
         device: opts.device.clone(),
+        replica_devices: Vec::new(),
         progress: opts.progress,
         trainable: Trainable::All,
     })?;

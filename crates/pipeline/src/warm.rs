@@ -200,6 +200,7 @@ impl<'a> WarmRun<'a> {
             resume: false,
             recipe: self.recipe_json.clone(),
             device: self.device.clone(),
+            replica_devices: Vec::new(),
             progress: self.progress,
             trainable,
         }

@@ -66,8 +66,14 @@ pub struct TrainRequest {
     pub resume: bool,
     /// The resolved recipe, stored in every manifest.
     pub recipe: serde_json::Value,
-    /// Base device (not autodiff); training runs on its autodiff wrapper.
+    /// Base device (not autodiff); training runs on its autodiff wrapper. The model, the
+    /// optimizer state and every checkpoint live here.
     pub device: Device,
+    /// More devices for data parallelism over several devices (e.g. the other GPUs of a
+    /// machine): replica k of a step runs on `[device, replica_devices…][k mod n]` (a fork of
+    /// the model there), and its gradients are moved to `device` and summed in replica order.
+    /// Empty: every replica on `device`. Needs `train.replicas` ≥ the number of devices.
+    pub replica_devices: Vec<Device>,
     pub progress: bool,
     pub trainable: Trainable,
 }
@@ -266,6 +272,8 @@ struct Run {
     meta: Vec<Vec<Vec<u32>>>,
     /// Autodiff wrapper of the request's device.
     ad: Device,
+    /// `ad`, then the autodiff wrappers of the request's replica devices.
+    devices: Vec<Device>,
     /// Token ids of (chosen, rejected) of every train pair in use.
     encoded: Vec<EncodedPair>,
     truncated_pairs: usize,
@@ -297,6 +305,10 @@ impl Run {
         let started = Instant::now();
         let ad = req.device.clone().autodiff();
         ad.seed(mix_seed(cfg.seed, 0x1417, 0)); // a new head's init (dropout uses DropoutRng, per step)
+        let devices: Vec<Device> = std::iter::once(ad.clone()).chain(req.replica_devices.iter().map(|d| d.clone().autodiff())).collect();
+        if devices.len() > cfg.replicas.max(1) {
+            return Err(TrainError::Config(format!("train.replicas = {} is fewer than the {} devices to train on: set replicas to at least {}", cfg.replicas, devices.len(), devices.len())));
+        }
 
         let init_sha = rmtrain_models::hf::weights_sha256(&req.init)?;
         let config_sha = run_fingerprint(&cfg, req.trainable)?;
@@ -371,6 +383,7 @@ impl Run {
             pairs,
             meta,
             ad,
+            devices,
             encoded,
             truncated_pairs,
             trainable_ids,
@@ -390,6 +403,12 @@ impl Run {
             started,
             cfg,
         })
+    }
+
+    /// Replica `k`'s gradients on the model's device (moved there when the replica ran on
+    /// another device).
+    fn on_main_device(&self, k: usize, grads: GradientsParams) -> GradientsParams {
+        if replica_device(&self.devices, k) == &self.ad { grads } else { grads.to_device(&self.ad, &self.model) }
     }
 
     /// One optimizer step: every micro-batch's pairs split over replicas (forward + backward in
@@ -415,7 +434,7 @@ impl Run {
             tokenizer: &self.template.tokenizer,
             encoded: &self.encoded,
             trainable_ids: self.trainable_ids.as_deref(),
-            device: &self.ad,
+            devices: &self.devices,
             pairs: &self.pairs,
             batch_len: batch.len(),
         };
@@ -435,11 +454,11 @@ impl Run {
         for (m, chunk) in batch.chunks(micro).enumerate() {
             let parts: Vec<&[usize]> = split_even(chunk, replicas);
             let step = self.step;
-            let results = run_replicas(at, parts.len(), |k, model| {
-                ctx.forward_backward(&model, parts[k], mix_seed(cfg.seed, step + 1, (m * replicas + k) as u64))
+            let results = run_replicas_on(at, &self.devices, parts.len(), |k, model| {
+                ctx.forward_backward(&model, k, parts[k], mix_seed(cfg.seed, step + 1, (m * replicas + k) as u64))
             });
-            for r in results {
-                accumulator.accumulate(&self.model, r.grads);
+            for (k, r) in results.into_iter().enumerate() {
+                accumulator.accumulate(&self.model, self.on_main_device(k, r.grads));
                 self.window.add(r.loss_times_n, &r.r_chosen, &r.r_rejected);
                 if let Some(cl) = r.contrastive_times_n {
                     *contrastive_sum.get_or_insert(0.0) += cl;
@@ -471,11 +490,11 @@ impl Run {
     fn meta_ascent(&self, meta: &crate::config::MetaRmConfig, ctx: &ReplicaCtx) -> Result<(Trained, MetricValues), TrainError> {
         let groups = meta_batch(self.meta.len(), meta.groups_per_step, self.cfg.data_seed.unwrap_or(self.cfg.seed), self.step);
         let parts = split_even(&groups, self.cfg.replicas.max(1));
-        let results = run_replicas(&self.model, parts.len(), |k, model| ctx.meta_forward_backward(&model, &self.meta, parts[k], groups.len()));
+        let results = run_replicas_on(&self.model, &self.devices, parts.len(), |k, model| ctx.meta_forward_backward(&model, k, &self.meta, parts[k], groups.len()));
         let mut accumulator = GradientsAccumulator::new();
         let mut j_before = 0.0;
-        for (grads, j) in results {
-            accumulator.accumulate(&self.model, grads);
+        for (k, (grads, j)) in results.into_iter().enumerate() {
+            accumulator.accumulate(&self.model, self.on_main_device(k, grads));
             j_before += j;
         }
         let mut grads = accumulator.grads();
@@ -707,7 +726,8 @@ struct ReplicaCtx<'a> {
     tokenizer: &'a rmtrain_models::RmTokenizer,
     encoded: &'a [EncodedPair],
     trainable_ids: Option<&'a [ParamId]>,
-    device: &'a Device,
+    /// The autodiff devices replicas run on ([`replica_device`]); the first is the model's.
+    devices: &'a [Device],
     pairs: &'a [Pair],
     /// Pairs in the whole optimizer step.
     batch_len: usize,
@@ -718,11 +738,12 @@ impl ReplicaCtx<'_> {
     /// loss, two forwards with independent dropout masks (the views s, t): the RM loss is the mean
     /// over both views and β·L_cl is added (Secrets of RLHF II §3.1.2); the contrastive batch is
     /// this replica's share of the pairs (as a per-device loss without gathering).
-    fn forward_backward(&self, model: &Trained, part: &[usize], dropout_seed: u64) -> ReplicaResult {
+    fn forward_backward(&self, model: &Trained, k: usize, part: &[usize], dropout_seed: u64) -> ReplicaResult {
+        let device = replica_device(self.devices, k);
         let seqs: Vec<&[u32]> =
             part.iter().map(|&i| self.encoded[i].0.as_slice()).chain(part.iter().map(|&i| self.encoded[i].1.as_slice())).collect();
         let b = self.tokenizer.collate(&seqs);
-        let (ids, mask) = b.to_tensors(self.device);
+        let (ids, mask) = b.to_tensors(device);
         let n = part.len();
         // `rm_loss` is what is logged as `loss`: the RM loss alone (over both views), comparable
         // across arms; the contrastive term is logged apart, unweighted.
@@ -736,7 +757,7 @@ impl ReplicaCtx<'_> {
                 };
                 let r_c = rewards.clone().narrow(0, 0, n);
                 let r_r = rewards.narrow(0, n, n);
-                let loss = pair_loss(self.cfg, r_c.clone(), r_r.clone(), part, self.pairs, self.device);
+                let loss = pair_loss(self.cfg, r_c.clone(), r_r.clone(), part, self.pairs, device);
                 (loss.clone(), loss, r_c, r_r, None)
             }
             Some(c) => {
@@ -749,7 +770,7 @@ impl ReplicaCtx<'_> {
                 let mut rm = Vec::with_capacity(2);
                 let mut h = Vec::with_capacity(2);
                 for (rewards, f) in &views {
-                    rm.push(pair_loss(self.cfg, rewards.clone().narrow(0, 0, n), rewards.clone().narrow(0, n, n), part, self.pairs, self.device));
+                    rm.push(pair_loss(self.cfg, rewards.clone().narrow(0, 0, n), rewards.clone().narrow(0, n, n), part, self.pairs, device));
                     h.push(contrastive::instances(f.clone().narrow(0, 0, n), f.clone().narrow(0, n, n), c.samples));
                 }
                 let cl = contrastive_loss(c, h.swap_remove(0), h.swap_remove(0), model.prototypes.as_ref());
@@ -781,8 +802,8 @@ impl ReplicaCtx<'_> {
     /// `total` groups, so the replicas' parts sum to the mean over groups), its gradient, and J's
     /// value times that share. Dropout is off: J measures how far apart the model puts a group's
     /// responses, not the noise of dropout.
-    fn meta_forward_backward(&self, model: &Trained, meta: &[Vec<Vec<u32>>], groups: &[usize], total: usize) -> (GradientsParams, f64) {
-        let j = groups_difference_loss(&model.net, self.tokenizer, meta, groups, self.device).div_scalar(total as f64);
+    fn meta_forward_backward(&self, model: &Trained, k: usize, meta: &[Vec<Vec<u32>>], groups: &[usize], total: usize) -> (GradientsParams, f64) {
+        let j = groups_difference_loss(&model.net, self.tokenizer, meta, groups, replica_device(self.devices, k)).div_scalar(total as f64);
         let value = j.clone().into_scalar::<f32>() as f64;
         (GradientsParams::from_grads(j.backward(), model), value)
     }
@@ -886,10 +907,27 @@ pub fn split_even(items: &[usize], parts: usize) -> Vec<&[usize]> {
 /// model 0 is `net` itself, the others [`detached_replica`]s (independent autodiff graphs).
 /// This is the CPU executor's data parallelism: one model, its batch split over threads.
 pub fn run_replicas<M: Module, T: Send>(net: &M, n: usize, work: impl Fn(usize, M) -> T + Sync) -> Vec<T> {
+    run_replicas_on(net, &[], n, work)
+}
+
+/// The device replica `k` runs on: `devices[k mod n]` (the first is the model's own).
+fn replica_device(devices: &[Device], k: usize) -> &Device {
+    &devices[k % devices.len()]
+}
+
+/// [`run_replicas`] over several devices: replica k runs on `devices[k mod n]` (a fork of `net`
+/// there, same parameter ids) when that is not `net`'s device. `devices` empty or of one device:
+/// every replica on `net`'s device.
+pub fn run_replicas_on<M: Module, T: Send>(net: &M, devices: &[Device], n: usize, work: impl Fn(usize, M) -> T + Sync) -> Vec<T> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
             .map(|k| {
-                let model = if k == 0 { net.clone() } else { detached_replica(net) };
+                let elsewhere = devices.len() > 1 && replica_device(devices, k) != &devices[0];
+                let model = match k {
+                    _ if elsewhere => net.clone().fork(replica_device(devices, k)),
+                    0 => net.clone(),
+                    _ => detached_replica(net),
+                };
                 let work = &work;
                 scope.spawn(move || work(k, model))
             })
