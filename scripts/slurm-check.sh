@@ -80,19 +80,46 @@ pids+=($!)
 for _ in $(seq 100); do sinfo -h -o %t 2>/dev/null | grep -q idle && break; sleep 0.2; done
 sinfo -h -o %t | grep -q idle || { cat "$work/log/"*; die "the node did not come up idle"; }
 
-# The same recipe into two run folders.
-with_out() { sed -E "s|^out = .*|out = \"$2\"|" "$recipe" >"$1"; }
+# The same recipe into two run folders; members train EPOCHS epochs (default 40: a few seconds
+# each for the tiny model) so that one can be requeued while it runs.
+epochs="${EPOCHS:-40}"
+with_out() { sed -E -e "s|^out = .*|out = \"$2\"|" -e "s|^epochs = .*|epochs = $epochs|" "$recipe" >"$1"; }
 with_out "$work/array.toml" "$work/array"
 with_out "$work/single.toml" "$work/single"
 
 start=$(date +%s.%N)
 read -r init members merge < <("$rm_bin" slurm "$work/array.toml" --cpus "$cpus" --submit | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["init"], d["members"], d["merge"])')
 echo "slurm-check: submitted init $init, members $members, merge $merge" >&2
+# A member that dies is run again by Slurm and resumes: requeue member 1 (scontrol requeue kills
+# it) once it has written a checkpoint.
+requeued=false
+for _ in $(seq 1200); do
+  if compgen -G "$work/array/members/member-1/checkpoints/step-*" >/dev/null; then
+    if scontrol requeue "${members}_1" 2>"$work/requeue.err"; then
+      requeued=true
+      # Slurm delays a requeued job's start (its BeginTime) by two minutes once the killed run
+      # has finished completing: then start it now.
+      for _ in $(seq 300); do
+        if [ "$(squeue -h -j "${members}_1" -o %T 2>/dev/null)" = PENDING ]; then
+          scontrol update JobId="${members}_1" StartTime=now
+          break
+        fi
+        sleep 0.1
+      done
+    fi
+    break
+  fi
+  [ -z "$(squeue -h -j "$members" 2>/dev/null)" ] && break
+  sleep 0.1
+done
+$requeued || echo "slurm-check: member 1 could not be requeued: $(cat "$work/requeue.err" 2>/dev/null)" >&2
 while [ -n "$(squeue -h -j "$init,$members,$merge" 2>/dev/null)" ]; do sleep 0.5; done
 array_s=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
 logs="$work/array/slurm/logs"
 grep -q "done in" "$logs"/merge-*.out 2>/dev/null || { tail -n 5 "$logs"/*.out >&2; die "the merge job did not finish"; }
 n_member_logs=$(ls "$logs"/member-*.out | wc -l)
+resumed=false
+grep -q "resuming its newest checkpoint" "$logs"/member-1-*.out && resumed=true
 
 start=$(date +%s.%N)
 "$rm_bin" recipe "$work/single.toml" --no-progress >/dev/null 2>"$work/single.log" || { cat "$work/single.log" >&2; die "the one-process run failed"; }
@@ -107,5 +134,9 @@ for f in warm/model.safetensors $(cd "$work/single" && ls members/*/model/model.
     status=1
   fi
 done
-echo "{\"recipe\": \"$recipe\", \"member_jobs\": $n_member_logs, \"slurm_wall_s\": $array_s, \"one_process_wall_s\": $single_s, \"bitwise_equal\": $([ $status = 0 ] && echo true || echo false)}"
+if $requeued && ! $resumed; then
+  echo "slurm-check: member 1 was requeued but its log shows no resume" >&2
+  status=1
+fi
+echo "{\"recipe\": \"$recipe\", \"epochs\": $epochs, \"member_jobs\": $n_member_logs, \"member_1_requeued\": $requeued, \"member_1_resumed\": $resumed, \"slurm_wall_s\": $array_s, \"one_process_wall_s\": $single_s, \"bitwise_equal\": $([ $status = 0 ] && echo true || echo false)}"
 exit $status
