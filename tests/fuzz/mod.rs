@@ -4,7 +4,8 @@
 //! files, applies 1–4 random mutations (bit flips, byte edits, JSON/TOML tokens, cuts, splices,
 //! and for binary headers extreme little-endian integers), writes the result to a file and reads
 //! it. A reader must return Ok or an error naming the file; a panic fails the test and the input
-//! is kept under target/fuzz-failures/.
+//! is kept under target/fuzz-failures/. Inputs that once crashed a reader are kept in
+//! tests/fuzz/regressions/ (named after their target) and replayed first.
 //!
 //! Bounded: each target runs RMTRAIN_FUZZ_SECONDS (default 1.5) and at least 150 inputs, from a
 //! fixed seed (RMTRAIN_FUZZ_SEED, default 1), so a run is repeatable up to its length.
@@ -96,6 +97,20 @@ fn fuzz(target: &str, seeds: &[Vec<u8>], file_name: &str, header: impl Fn(&[u8])
         std::fs::write(&path, s).expect("write seed");
         if let Err(e) = read(&path) {
             panic!("{target}: seed {i} is not a valid input: {e}");
+        }
+    }
+    // Inputs that once crashed a reader (tests/fuzz/regressions/<target>-*): no panic, and an
+    // error that names the file.
+    let regressions = root().join("tests/fuzz/regressions");
+    for entry in std::fs::read_dir(&regressions).expect("tests/fuzz/regressions").map(|e| e.expect("entry").path()) {
+        let name = entry.file_name().expect("a name").to_string_lossy().into_owned();
+        if name.strip_prefix(target).is_some_and(|rest| rest.starts_with('-')) {
+            std::fs::copy(&entry, &path).expect("copy regression");
+            match catch_unwind(AssertUnwindSafe(|| read(&path))) {
+                Ok(Err(e)) => assert!(e.contains(file_name), "{target}: regression {name}: the error does not name the file: {e}"),
+                Ok(Ok(())) => panic!("{target}: regression {name} reads as valid"),
+                Err(_) => panic!("{target}: regression {name} panics again"),
+            }
         }
     }
     let mut rng = Rng(target.bytes().fold(seed, |h, c| rmtrain_core::splitmix64(h ^ c as u64)));

@@ -322,9 +322,14 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         let kind = GgmlType::from_code(r.u32(&what)?).map_err(|m| format!("{what}: {m}"))?;
         let offset = r.u64(&what)? as usize;
         let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| format!("{what}: dimensions {dims:?} overflow"))?;
-        let (per_block, _) = kind.block();
+        let (per_block, block_bytes) = kind.block();
         if !numel.is_multiple_of(per_block) || !dims[0].is_multiple_of(per_block) {
             return Err(format!("{what}: {dims:?} is not a whole number of {per_block}-value {kind:?} blocks per row"));
+        }
+        // Its size in bytes (and in f32 once dequantised) must be a number: the file-size check
+        // below needs it, and a wrapped product would pass it.
+        if (numel / per_block).checked_mul(block_bytes).is_none() || numel.checked_mul(4).is_none() {
+            return Err(format!("{what}: dimensions {dims:?} are too large to address"));
         }
         if !offset.is_multiple_of(alignment) {
             return Err(format!("{what}: offset {offset} is not aligned to {alignment}"));
