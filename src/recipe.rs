@@ -1,6 +1,6 @@
 //! `rmtrain recipe FILE.toml`: runs a recipe through the pipeline library and prints its report.
 
-use crate::device::parse_device;
+use crate::device::{parse_device, parse_devices};
 use anyhow::{Context, Result};
 use clap::Args;
 use rmtrain_pipeline::secrets::{run_secrets, SecretsOptions};
@@ -88,8 +88,12 @@ pub fn run(a: RecipeArgs) -> Result<()> {
         return Ok(());
     }
     let recipe = rmtrain_pipeline::read_recipe(&a.file)?;
-    let device = parse_device(&recipe.device).with_context(|| format!("{}: device", a.file.display()))?;
+    let mut devices = parse_devices(&recipe.device).with_context(|| format!("{}: device", a.file.display()))?;
+    let device = devices.remove(0);
     if recipe.ablation.is_some() || recipe.strength.is_some() || recipe.meta.is_some() || recipe.init.is_some() {
+        if !devices.is_empty() {
+            anyhow::bail!("{}: device {:?}: a list of devices is for single and WARM recipes", a.file.display(), recipe.device);
+        }
         if a.member.is_some() || a.resume || a.stage.is_some() {
             anyhow::bail!("{}: --member, --stage and --resume are for WARM and single recipes (an ablation reuses and resumes its runs by itself)", a.file.display());
         }
@@ -100,7 +104,7 @@ pub fn run(a: RecipeArgs) -> Result<()> {
     }
     if recipe.members.is_some() {
         let stage = warm_stage(a.stage, a.member, |v| std::env::var(v).ok()).with_context(|| a.file.display().to_string())?;
-        let all = run_warm(&recipe, &WarmOptions { device: &device, stage, progress: !a.no_progress })?;
+        let all = run_warm(&recipe, &WarmOptions { device: &device, replica_devices: &devices, stage, progress: !a.no_progress })?;
         if !all.is_empty() {
             println!("{}", std::fs::read_to_string(recipe.out.join("report.md")).with_context(|| format!("{}: report", recipe.out.display()))?);
         }
@@ -110,7 +114,7 @@ pub fn run(a: RecipeArgs) -> Result<()> {
     if a.member.is_some() || a.stage.is_some() {
         anyhow::bail!("{}: --member and --stage need a recipe with a [members] section (WARM)", a.file.display());
     }
-    let report = run_single(&recipe, &RunOptions { device: &device, resume: a.resume, progress: !a.no_progress })?;
+    let report = run_single(&recipe, &RunOptions { device: &device, replica_devices: &devices, resume: a.resume, progress: !a.no_progress })?;
     println!("{}", std::fs::read_to_string(recipe.out.join("report.md")).with_context(|| format!("{}: report", recipe.out.display()))?);
     eprintln!(
         "recipe {}: done in {:.0} s; model in {}, report in {}",

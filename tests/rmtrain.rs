@@ -969,7 +969,10 @@ fn warm_stages_as_separate_jobs_reproduce_the_one_process_run_bitwise() {
     let _serial = training_lock();
     let no_interp = |t: String| t.replace("interpolate = { members = [0, 2], steps = 3, set = \"tiny\" }", "");
     let (recipe, out) = tiny_warm_copy("warm-stages", no_interp);
-    let (single, single_out) = tiny_warm_copy("warm-stages-single", no_interp);
+    // The one-process run also takes the device-list path (`cpu,cpu`: one device in Burn, so
+    // bitwise the same numbers).
+    let (single, single_out) = tiny_warm_copy("warm-stages-single", |t| no_interp(t).replace("device = \"cpu\"", "device = \"cpu,cpu\""));
+    assert!(std::fs::read_to_string(&single).expect("recipe").contains("device = \"cpu,cpu\""));
     let recipe = recipe.display().to_string();
     let stage = |args: &[&str], env: Option<(&str, &str)>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_rmtrain"));
@@ -1221,7 +1224,7 @@ fn the_warm_pipeline_runs_as_a_library_call() {
     let _serial = training_lock();
     let (path, out) = tiny_warm_copy("warm-library", |t| t.replace("interpolate = { members = [0, 2], steps = 3, set = \"tiny\" }", ""));
     let recipe = rmtrain_pipeline::read_recipe(&path).expect("a valid recipe");
-    let opts = rmtrain_pipeline::warm::WarmOptions { device: &cpu(), stage: rmtrain_pipeline::warm::WarmStage::All, progress: false };
+    let opts = rmtrain_pipeline::warm::WarmOptions { device: &cpu(), replica_devices: &[], stage: rmtrain_pipeline::warm::WarmStage::All, progress: false };
     let runs = rmtrain_pipeline::warm::run_warm(&recipe, &opts).expect("WARM runs");
     assert_eq!(runs.len(), 1, "no noise sweep: one run");
     let (flip, results) = &runs[0];

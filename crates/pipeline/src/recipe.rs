@@ -18,7 +18,9 @@ pub struct Recipe {
     pub name: String,
     /// Run folder.
     pub out: PathBuf,
-    /// cpu | wgpu | tch | cuda (the binary maps it to a Burn device).
+    /// cpu | wgpu | tch | cuda | cuda:N (the binary maps it to a Burn device); single and WARM
+    /// recipes also take a comma-separated list, training each model data-parallel over the
+    /// devices (replica k on device k mod n; `train.replicas` ≥ the number of devices).
     #[serde(default = "default_device")]
     pub device: String,
     pub model: ModelSection,

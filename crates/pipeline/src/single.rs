@@ -12,6 +12,8 @@ use std::time::Instant;
 
 pub struct RunOptions<'a> {
     pub device: &'a Device,
+    /// More devices the training replicas spread over (`TrainRequest::replica_devices`).
+    pub replica_devices: &'a [Device],
     /// Continue the run from its newest checkpoint.
     pub resume: bool,
     pub progress: bool,
@@ -41,7 +43,7 @@ pub fn run_single(recipe: &Recipe, opts: &RunOptions) -> Result<SingleReport> {
         resume: opts.resume,
         recipe: serde_json::to_value(recipe).expect("a recipe serializes"),
         device: opts.device.clone(),
-        replica_devices: Vec::new(),
+        replica_devices: opts.replica_devices.to_vec(),
         progress: opts.progress,
         trainable: Trainable::All,
     })?;

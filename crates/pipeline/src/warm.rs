@@ -33,6 +33,8 @@ use std::time::Instant;
 
 pub struct WarmOptions<'a> {
     pub device: &'a Device,
+    /// More devices each training's replicas spread over (`TrainRequest::replica_devices`).
+    pub replica_devices: &'a [Device],
     pub stage: WarmStage,
     pub progress: bool,
 }
@@ -120,6 +122,7 @@ struct WarmRun<'a> {
     out: PathBuf,
     set: TrainSet,
     device: &'a Device,
+    replica_devices: &'a [Device],
     progress: bool,
     recipe_json: serde_json::Value,
     timings: serde_json::Map<String, serde_json::Value>,
@@ -133,6 +136,7 @@ impl<'a> WarmRun<'a> {
             out,
             set,
             device: opts.device,
+            replica_devices: opts.replica_devices,
             progress: opts.progress,
             recipe_json: serde_json::to_value(recipe).expect("a recipe serializes"),
             timings: Default::default(),
@@ -200,7 +204,7 @@ impl<'a> WarmRun<'a> {
             resume: false,
             recipe: self.recipe_json.clone(),
             device: self.device.clone(),
-            replica_devices: Vec::new(),
+            replica_devices: self.replica_devices.to_vec(),
             progress: self.progress,
             trainable,
         }
