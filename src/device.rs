@@ -26,6 +26,9 @@ pub fn parse_devices(list: &str) -> Result<Vec<Device>> {
 }
 
 pub fn parse_device(name: &str) -> Result<Device> {
+    if name.contains(',') {
+        bail!("device {name:?}: a list of devices trains one model data-parallel (rmtrain train, single and WARM recipes); this takes one device");
+    }
     if let Some(index) = name.strip_prefix("cuda:") {
         let Ok(i) = index.parse::<usize>() else { bail!("device {name:?}: expected cuda:N with N a GPU index") };
         return match cuda_device(i) {
@@ -101,6 +104,8 @@ mod tests {
         assert!(parse_device("cpu").is_ok());
         let e = parse_device("tpu").expect_err("unknown").to_string();
         assert!(e.contains("unknown") && !e.contains('\n'), "{e}");
+        let e = parse_device("cpu,cpu").expect_err("a list where one device is taken").to_string();
+        assert!(e.contains("this takes one device") && !e.contains('\n'), "{e}");
     }
 
     #[cfg(not(feature = "wgpu"))]

@@ -14,6 +14,8 @@ mod fuzz;
 // The bad-input corpus: one broken file per verb.
 mod bad_input;
 
+// Per-process temp folders, shared with the other test binary.
+mod common;
 use burn::tensor::{Device, Tensor, TensorData};
 use rmtrain_data::read_pairs;
 use rmtrain_models::{RewardModel, RewardNet, ScoreOptions};
@@ -36,10 +38,7 @@ fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).expect("read jsonl").lines().map(|l| serde_json::from_str(l).expect("json")).collect()
 }
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rmtrain-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp dir");
-    d
+    common::tmp_dirs::fresh("rmtrain-test", name)
 }
 fn cpu() -> Device {
     Device::flex()

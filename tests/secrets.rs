@@ -3,6 +3,8 @@
 //! flip touch, a MetaRM step recomputed by hand on the tiny BERT, and contrastive training
 //! (SimCSE, SwAV) including an exact resume of SwAV's prototypes.
 
+// Per-process temp folders, shared with the other test binary.
+mod common;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -20,10 +22,7 @@ fn tiny_rm() -> PathBuf {
     root().join("tests/fixtures/hf/tiny-bert-rm")
 }
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rmtrain-secrets-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp dir");
-    d
+    common::tmp_dirs::fresh("rmtrain-secrets", name)
 }
 fn cpu() -> Device {
     Device::flex()

@@ -109,6 +109,29 @@ impl BertAttention {
         let context = matmul4(probs, v).swap_dims(1, 2).reshape([batch, seq, d]);
         linear(&self.output, context)
     }
+
+    /// [`BertAttention::forward`] for the first query position only (the [CLS] token): keys and
+    /// values from every position, x: [batch, seq, d] -> [batch, 1, d]. Row 0 of the full
+    /// forward's output, with the same attention dropout factors there.
+    fn forward_first_query(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
+        let [batch, seq, d] = x.dims();
+        let heads = self.num_heads;
+        let head_dim = d / heads;
+        let mask = rng.as_mut().and_then(|r| r.next_mask(self.probs_dropout));
+        let split = |t: Tensor<3>, rows: usize| t.reshape([batch, rows, heads, head_dim]).swap_dims(1, 2);
+        let q = split(linear(&self.query, x.clone().narrow(1, 0, 1)), 1);
+        let k = split(linear(&self.key, x.clone()), seq);
+        let v = split(linear(&self.value, x), seq);
+        // [batch, heads, 1, seq]: row 0 of each head's [seq, seq] scores
+        let scores = matmul4(q, k.swap_dims(2, 3));
+        let probs = fused::attention_probs(scores, mask_bias, (head_dim as f64).sqrt() as f32, None);
+        let probs = match mask {
+            Some(mask) => mask.apply_rows(probs, seq * seq),
+            None => probs,
+        };
+        let context = matmul4(probs, v).swap_dims(1, 2).reshape([batch, 1, d]);
+        linear(&self.output, context)
+    }
 }
 
 impl BertLayer {
@@ -123,6 +146,27 @@ impl BertLayer {
         let output = linear(&self.output, hidden);
         let mask = rng.as_mut().and_then(|r| r.next_mask(self.output_dropout));
         fused::residual_layer_norm(&self.output_norm, eps, output, attended, mask)
+    }
+
+    /// Row 0 (the [CLS] token) of [`BertLayer::forward`], computing every other position only as
+    /// keys and values: x: [batch, seq, d] -> [batch, d]. Rows are independent after attention, so
+    /// this is the same function (to rounding) with the same dropout factors, drawn in the same
+    /// order. In the last layer of a [CLS]-pooled model it skips the query, output, LayerNorm and
+    /// feed-forward work of seq − 1 positions.
+    fn forward_first_row(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<2> {
+        let [batch, seq, d] = x.dims();
+        let eps = self.layer_norm_eps;
+        let first = x.clone().narrow(1, 0, 1);
+        let attention = self.attention.forward_first_query(x, mask_bias, rng);
+        let drop = |rng: &mut Option<&mut DropoutRng>, t: Tensor<3>, p: f64| match rng.as_mut().and_then(|r| r.next_mask(p)) {
+            Some(mask) => mask.apply_rows(t, seq * d),
+            None => t,
+        };
+        let attention = drop(rng, attention, self.attention.output_dropout);
+        let attended = fused::residual_layer_norm(&self.attention_norm, eps, attention, first, None);
+        let hidden = fused::gelu(linear(&self.intermediate, attended.clone()));
+        let output = drop(rng, linear(&self.output, hidden), self.output_dropout);
+        fused::residual_layer_norm(&self.output_norm, eps, output, attended, None).reshape([batch, d])
     }
 }
 
@@ -147,9 +191,9 @@ impl RewardNet for BertRewardModel {
     /// records the graph. `ids`/`mask` live on the autodiff device like the head.
     fn forward_frozen_backbone(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, mut rng: Option<&mut DropoutRng>) -> Tensor<1> {
         let backbone = self.valid(); // same weights, inner device, no gradient tracking
-        let hidden = Tensor::<3>::from_inner(backbone.encode_with(ids.inner(), mask.inner(), &mut rng));
-        let [batch, _, d] = hidden.dims();
-        let pooled = self.pooler.forward(hidden.narrow(1, 0, 1).reshape([batch, d])).tanh();
+        let cls = Tensor::<2>::from_inner(backbone.cls_hidden_with(ids.inner(), mask.inner(), &mut rng));
+        let batch = cls.dims()[0];
+        let pooled = self.pooler.forward(cls).tanh();
         self.classifier.forward(dropout(&mut rng, pooled, self.head_dropout)).reshape([batch])
     }
 
@@ -197,10 +241,25 @@ impl BertRewardModel {
     }
 
     fn pooled_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: &mut Option<&mut DropoutRng>) -> Tensor<2> {
-        let hidden = self.encode_with(ids, mask, rng);
-        let [batch, _, d] = hidden.dims();
-        let cls = hidden.narrow(1, 0, 1).reshape([batch, d]);
-        self.pooler.forward(cls).tanh()
+        self.pooler.forward(self.cls_hidden_with(ids, mask, rng)).tanh()
+    }
+
+    /// The last hidden state of the [CLS] token, h[:, 0]: [batch, d]. The last layer runs for
+    /// that row only ([`BertLayer::forward_first_row`]); `encode(..)[:, 0]` to rounding.
+    pub fn cls_hidden(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
+        self.cls_hidden_with(ids, mask, &mut None)
+    }
+
+    fn cls_hidden_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: &mut Option<&mut DropoutRng>) -> Tensor<2> {
+        let (mut x, mask_bias) = self.embed(ids, mask, rng);
+        let Some((last, layers)) = self.layers.split_last() else {
+            let [batch, _, d] = x.dims();
+            return x.narrow(1, 0, 1).reshape([batch, d]);
+        };
+        for layer in layers {
+            x = layer.forward(x, mask_bias.clone(), rng);
+        }
+        last.forward_first_row(x, mask_bias, rng)
     }
 
     /// Last hidden states [batch, seq, d].
@@ -209,22 +268,28 @@ impl BertRewardModel {
     }
 
     fn encode_with(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
+        let (mut x, mask_bias) = self.embed(ids, mask, rng);
+        for layer in &self.layers {
+            x = layer.forward(x, mask_bias.clone(), rng);
+        }
+        x
+    }
+
+    /// The embeddings' output [batch, seq, d] and the attention's key mask bias [batch, 1, 1, seq].
+    fn embed(&self, ids: Tensor<2, Int>, mask: Tensor<2, Bool>, rng: &mut Option<&mut DropoutRng>) -> (Tensor<3>, Tensor<4>) {
         let [batch, seq] = ids.dims();
         let device = ids.device();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).reshape([1, seq]).expand([batch, seq]);
         let token_types = Tensor::<2, Int>::zeros([batch, seq], &device);
         let e = &self.embeddings;
         let x = e.word.forward(ids) + e.position.forward(positions) + e.token_type.forward(token_types);
-        let mut x = dropout(rng, fused::layer_norm(&e.layer_norm, e.layer_norm_eps, x), e.dropout);
+        let x = dropout(rng, fused::layer_norm(&e.layer_norm, e.layer_norm_eps, x), e.dropout);
         // [batch, seq] -> [batch, 1, 1, seq]; f32's lowest finite value, as transformers uses, so a
         // padded key's softmax weight is exactly 0.
         let mask_bias = Tensor::<2>::zeros([batch, seq], &device)
             .mask_fill(mask.bool_not(), f32::MIN)
             .reshape([batch, 1, 1, seq]);
-        for layer in &self.layers {
-            x = layer.forward(x, mask_bias.clone(), rng);
-        }
-        x
+        (x, mask_bias)
     }
 
     /// Loads a reward model (or a bare backbone, whose head is then initialised the way
@@ -329,5 +394,87 @@ fn push_norm<'a>(out: &mut Vec<(String, HfParam<'a>)>, name: &str, n: &'a LayerN
     out.push((format!("{name}.weight"), HfParam::Vector(&n.gamma)));
     if let Some(b) = &n.beta {
         out.push((format!("{name}.bias"), HfParam::Vector(b)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dropout::DropoutRng;
+    use crate::reward_model::RewardModel;
+    use crate::reward_net::{HfParam, RewardNet, RewardNetwork};
+    use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+    fn devices() -> Vec<Device> {
+        #[allow(unused_mut)]
+        let mut v = vec![Device::flex()];
+        #[cfg(feature = "tch")]
+        v.push({
+            #[allow(deprecated)]
+            Device::libtorch()
+        });
+        v
+    }
+
+    fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
+        let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().try_to_vec().expect("f32"), b.into_data().try_to_vec().expect("f32"));
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// The [CLS]-only last layer is row 0 of the whole encoder: values, the dropout factors drawn
+    /// (high rates, so many are dropped) and every parameter's gradient.
+    #[test]
+    fn the_cls_only_last_layer_is_row_0_of_the_whole_encoder_with_dropout_and_gradients() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/tiny-bert-rm");
+        for device in devices() {
+            for dropout in [0.0, 0.3] {
+                let device = device.clone().autodiff();
+                let rm = RewardModel::load_with_dropout(&dir, 128, &device, Some(dropout)).expect("load the tiny RM");
+                let RewardNetwork::Bert(bert) = &rm.net else { panic!("a BERT fixture") };
+                // 3 sequences of 9 positions, the second padded after 5, the third after 2
+                let lengths = [9usize, 5, 2];
+                let ids: Vec<i64> = (0..27).map(|i| 1 + (i * 37 % 800) as i64).collect();
+                let mask: Vec<bool> = (0..27).map(|i| i % 9 < lengths[i / 9]).collect();
+                let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [3, 9]), &device);
+                let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [3, 9]), &device);
+                let weights = Tensor::<2>::from_data(TensorData::new((0..96).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect::<Vec<f32>>(), [3, 32]), &device);
+                let run = |cls_only: bool| {
+                    let mut rng = DropoutRng::new(5);
+                    let mut rng = (dropout > 0.0).then_some(&mut rng);
+                    let cls = if cls_only {
+                        bert.cls_hidden_with(ids.clone(), mask.clone(), &mut rng)
+                    } else {
+                        bert.encode_with(ids.clone(), mask.clone(), &mut rng).narrow(1, 0, 1).reshape([3, 32])
+                    };
+                    let grads = (cls.clone() * weights.clone()).sum().backward();
+                    let grads: Vec<(String, Tensor<2>)> = bert
+                        .hf_params()
+                        .into_iter()
+                        .filter(|(name, _)| !bert.is_head_param(name)) // not on the path to h[CLS]
+                        .map(|(name, p)| {
+                            let g = match p {
+                                HfParam::Vector(p) => p.val().grad(&grads).map(|g| {
+                                    let n = g.dims()[0];
+                                    g.reshape([1, n])
+                                }),
+                                HfParam::Matrix(p) | HfParam::LinearWeight(p) => p.val().grad(&grads),
+                            };
+                            (name.clone(), g.unwrap_or_else(|| panic!("{name} gets a gradient")))
+                        })
+                        .collect();
+                    (cls, grads)
+                };
+                let ((cls, grads), (full, want)) = (run(true), run(false));
+                let label = format!("{:?}, dropout {dropout}", device);
+                assert!(max_abs_diff(cls.clone(), full.clone()) < 1e-5, "{label}: [CLS] hidden state");
+                let dropped = cls.equal_elem(0.0).int().sum().into_scalar::<i64>();
+                assert_eq!(dropped, 0, "{label}: the output is LayerNorm'd, never dropped");
+                for ((name, g), (_, w)) in grads.into_iter().zip(want) {
+                    let scale = w.clone().abs().max().into_scalar::<f32>().max(1e-3);
+                    let diff = max_abs_diff(g, w);
+                    assert!(diff <= 2e-5 * scale.max(1.0), "{label}: d {name}: {diff} (max |grad| {scale})");
+                }
+            }
+        }
     }
 }

@@ -67,6 +67,22 @@ impl DropoutMask {
         let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
         x * mask
     }
+
+    /// x ⊙ the mask of a larger tensor at the elements `x` was cut from: x's rows of `row_len`
+    /// elements (its last dim) are elements [k·row_stride, k·row_stride + row_len) of the masked
+    /// tensor, row-major. With `row_stride = row_len` this is [`DropoutMask::apply`]. The BERT
+    /// layer that computes only the [CLS] rows uses it to draw exactly the factors the whole
+    /// layer would have used there.
+    pub fn apply_rows<const D: usize>(&self, x: Tensor<D>, row_stride: usize) -> Tensor<D> {
+        let shape = x.dims();
+        let row_len = shape[D - 1];
+        let n: usize = shape.iter().product();
+        let mask: Vec<f32> = (0..n)
+            .map(|i| self.factor(((i / row_len) * row_stride + i % row_len) as u64))
+            .collect();
+        let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
+        x * mask
+    }
 }
 
 /// `rmtrain_core::splitmix64`, inlinable into the fused kernels' loops (which then vectorize; a
@@ -103,5 +119,29 @@ mod tests {
         let dropped = a.iter().filter(|&&v| v == 0.0).count();
         assert!((900..1100).contains(&dropped), "{dropped} of 10000 dropped at p = 0.1");
         assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.9).abs() < 1e-6));
+    }
+
+    #[test]
+    fn rows_cut_from_a_tensor_get_that_tensors_factors() {
+        let device = Device::flex();
+        let mask = DropoutRng::new(3).next_mask(0.5).expect("p > 0");
+        // [4, 5, 6] masked whole, then its rows [:, 0, :] and [:, 2, :] masked on their own
+        let whole: Vec<f32> = mask.apply(Tensor::<3>::ones([4, 5, 6], &device)).into_data().try_to_vec().expect("f32");
+        for first in [0usize, 2] {
+            let rows: Vec<f32> = mask.apply_rows(Tensor::<3>::ones([4, 1, 6], &device), 5 * 6).into_data().try_to_vec().expect("f32");
+            let rows_at: Vec<f32> = if first == 0 {
+                rows
+            } else {
+                // the rows at offset 2·6 of each block: shift the key by that offset
+                let shifted = DropoutMask { key: mask.key.wrapping_add(12), ..mask };
+                shifted.apply_rows(Tensor::<3>::ones([4, 1, 6], &device), 5 * 6).into_data().try_to_vec().expect("f32")
+            };
+            let expected: Vec<f32> = (0..4).flat_map(|b| whole[b * 30 + first * 6..b * 30 + first * 6 + 6].to_vec()).collect();
+            assert_eq!(rows_at, expected, "rows {first}");
+            assert!(expected.contains(&0.0) && expected.contains(&2.0), "both factors occur");
+        }
+        // row_stride = row_len is `apply`
+        let x = Tensor::<2>::ones([7, 9], &device);
+        assert_eq!(mask.apply_rows(x.clone(), 9).into_data(), mask.apply(x).into_data());
     }
 }

@@ -270,7 +270,21 @@ impl LibTorchGraph {
         // output's gradient.
         let objective = (&self.output.tensor * &grad.tensor).sum(Kind::Float);
         let mut grads = tch::Tensor::run_backward(&[objective], &leaves, false, false).into_iter();
-        wanted.iter().map(|&w| if w { grads.next().map(TchTensor::new) } else { None }).collect()
+        let mut out: Vec<Option<TchTensor>> = Vec::with_capacity(wanted.len());
+        for &w in wanted {
+            let grad = if w { grads.next() } else { None };
+            out.push(grad.map(|g| {
+                // libtorch hands one tensor to several inputs where the gradients are equal (both
+                // summands of x + residual get the same one). Two storage records over one buffer
+                // would let Burn update either in place (e.g. ⊙ a dropout mask) under the other,
+                // so an alias shares the first one's record.
+                match out.iter().flatten().find(|earlier| earlier.tensor.data_ptr() == g.data_ptr()) {
+                    Some(earlier) => TchTensor::from_existing(g, earlier.storage.clone()),
+                    None => TchTensor::new(g),
+                }
+            }));
+        }
+        out
     }
 }
 
@@ -506,6 +520,28 @@ mod tests {
         assert!(d < 1e-5, "inference, residual: {d}");
         let d = max_diff_n(crate::fused::layer_norm(&norm, eps, x.clone()), norm.forward(x));
         assert!(d < 1e-5, "inference: {d}");
+    }
+
+    /// x + residual hands one gradient tensor to both summands. Here x's gradient is then updated
+    /// by Burn (x = u ⊙ constant, whose backward may multiply in place): the residual's gradient
+    /// must not change with it (it did when both had their own storage record).
+    #[test]
+    fn tch_residual_layer_norm_gradients_do_not_alias() {
+        let device = libtorch().autodiff();
+        let eps = 1e-12;
+        let factors = values([2, 5, 32], 20, 1.0, &device).greater_elem(0.0).float() * 2.0;
+        let weights = values([2, 5, 32], 21, 1.0, &device);
+        let run = |fused: bool| {
+            let norm = norm(&device);
+            let (u, r) = (values([2, 5, 32], 22, 2.0, &device).require_grad(), values([2, 5, 32], 23, 2.0, &device).require_grad());
+            let x = u.clone() * factors.clone();
+            let y = if fused { crate::fused::residual_layer_norm(&norm, eps, x, r.clone(), None) } else { composed_residual_layer_norm(&norm, x, r.clone(), None) };
+            let grads = (y * weights.clone()).sum().backward();
+            (u.grad(&grads).expect("du"), r.grad(&grads).expect("dr"))
+        };
+        let ((du, dr), (want_du, want_dr)) = (run(true), run(false));
+        let diffs = [max_diff_n(du, want_du), max_diff_n(dr, want_dr)];
+        assert!(diffs.iter().all(|&d| d < 1e-5), "du, dr differ by {diffs:?}");
     }
 
     /// The addmm Linear against Burn's `Linear::forward` on the same device, for a batched input

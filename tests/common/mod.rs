@@ -1,0 +1,1 @@
+pub mod tmp_dirs;
