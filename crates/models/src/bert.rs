@@ -26,7 +26,7 @@
 //! Linear weights are `[out, in]` in HF and `[in, out]` in Burn: transposed on the way in and out.
 
 use crate::config::BertConfig;
-use crate::dropout::DropoutRng;
+use crate::dropout::{DropoutMask, DropoutRng};
 // On flex with OpenBLAS loaded (assets/openblas, scripts/fetch-assets.sh): sgemm; else Burn's ops.
 use rmtrain_blas::matmul4;
 use crate::fused;
@@ -86,50 +86,54 @@ impl BertAttention {
     /// x: [batch, seq, d]; mask_bias: [batch, 1, 1, seq] (0 for real keys, −∞-like for padding).
     /// Returns the output projection before its dropout, which the layer fuses into its LayerNorm.
     fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
-        let [batch, seq, d] = x.dims();
-        let heads = self.num_heads;
-        let head_dim = d / heads;
+        let seq = x.dims()[1];
         let mask = rng.as_mut().and_then(|r| r.next_mask(self.probs_dropout));
         if mask.is_none() {
             // tch CPU: one op (fused projections, libtorch's flash attention)
-            if let Some(context) = fused::self_attention([&self.query, &self.key, &self.value], &x, &mask_bias, heads) {
+            if let Some(context) = fused::self_attention([&self.query, &self.key, &self.value], &x, &mask_bias, self.num_heads) {
                 return linear(&self.output, context);
             }
         }
-        // [batch, seq, d] -> [batch, heads, seq, head_dim]
-        let split = |t: Tensor<3>| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
-        let q = split(linear(&self.query, x.clone()));
-        let k = split(linear(&self.key, x.clone()));
-        let v = split(linear(&self.value, x));
-        // [batch, heads, seq, seq]
-        let scores = matmul4(q, k.swap_dims(2, 3));
-        // softmax(scores / √head_dim + mask_bias) ⊙ dropout mask, one fused op on flex
-        let probs = fused::attention_probs(scores, mask_bias, (head_dim as f64).sqrt() as f32, mask);
-        // [batch, heads, seq, head_dim] -> [batch, seq, d]
-        let context = matmul4(probs, v).swap_dims(1, 2).reshape([batch, seq, d]);
-        linear(&self.output, context)
+        self.composed(x, mask_bias, mask, seq)
     }
 
     /// [`BertAttention::forward`] for the first query position only (the [CLS] token): keys and
     /// values from every position, x: [batch, seq, d] -> [batch, 1, d]. Row 0 of the full
     /// forward's output, with the same attention dropout factors there.
     fn forward_first_query(&self, x: Tensor<3>, mask_bias: Tensor<4>, rng: &mut Option<&mut DropoutRng>) -> Tensor<3> {
+        let mask = rng.as_mut().and_then(|r| r.next_mask(self.probs_dropout));
+        self.composed(x, mask_bias, mask, 1)
+    }
+
+    /// Attention of the first `queries` positions (all, or the [CLS] row) over every key, in
+    /// Burn's ops and rmtrain's fused softmax: [batch, queries, d].
+    fn composed(&self, x: Tensor<3>, mask_bias: Tensor<4>, mask: Option<DropoutMask>, queries: usize) -> Tensor<3> {
         let [batch, seq, d] = x.dims();
         let heads = self.num_heads;
         let head_dim = d / heads;
-        let mask = rng.as_mut().and_then(|r| r.next_mask(self.probs_dropout));
+        // [batch, rows, d] -> [batch, heads, rows, head_dim]
         let split = |t: Tensor<3>, rows: usize| t.reshape([batch, rows, heads, head_dim]).swap_dims(1, 2);
-        let q = split(linear(&self.query, x.clone().narrow(1, 0, 1)), 1);
+        let x_queries = if queries == seq { x.clone() } else { x.clone().narrow(1, 0, queries) };
+        let q = split(linear(&self.query, x_queries), queries);
         let k = split(linear(&self.key, x.clone()), seq);
         let v = split(linear(&self.value, x), seq);
-        // [batch, heads, 1, seq]: row 0 of each head's [seq, seq] scores
+        // [batch, heads, queries, seq]
         let scores = matmul4(q, k.swap_dims(2, 3));
-        let probs = fused::attention_probs(scores, mask_bias, (head_dim as f64).sqrt() as f32, None);
-        let probs = match mask {
-            Some(mask) => mask.apply_rows(probs, seq * seq),
-            None => probs,
+        // softmax(scores / √head_dim + mask_bias) ⊙ dropout mask, one fused op on flex; the
+        // mask's factors are those of the whole [seq, seq] tensor, so a subset of rows is masked
+        // after the op (`apply_rows`)
+        let scale = (head_dim as f64).sqrt() as f32;
+        let probs = if queries == seq {
+            fused::attention_probs(scores, mask_bias, scale, mask)
+        } else {
+            let probs = fused::attention_probs(scores, mask_bias, scale, None);
+            match mask {
+                Some(mask) => mask.apply_rows(probs, seq * seq),
+                None => probs,
+            }
         };
-        let context = matmul4(probs, v).swap_dims(1, 2).reshape([batch, 1, d]);
+        // [batch, heads, queries, head_dim] -> [batch, queries, d]
+        let context = matmul4(probs, v).swap_dims(1, 2).reshape([batch, queries, d]);
         linear(&self.output, context)
     }
 }

@@ -61,11 +61,8 @@ impl DropoutMask {
 
     /// x ⊙ mask, the mask uploaded as a tensor of factors.
     pub fn apply<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let shape = x.dims();
-        let n: usize = shape.iter().product();
-        let mask: Vec<f32> = (0..n as u64).map(|i| self.factor(i)).collect();
-        let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
-        x * mask
+        let row_len = x.dims()[D - 1];
+        self.apply_rows(x, row_len)
     }
 
     /// x ⊙ the mask of a larger tensor at the elements `x` was cut from: x's rows of `row_len`
@@ -77,9 +74,11 @@ impl DropoutMask {
         let shape = x.dims();
         let row_len = shape[D - 1];
         let n: usize = shape.iter().product();
-        let mask: Vec<f32> = (0..n)
-            .map(|i| self.factor(((i / row_len) * row_stride + i % row_len) as u64))
-            .collect();
+        let mut mask = Vec::with_capacity(n);
+        for row in 0..n.checked_div(row_len).unwrap_or(0) {
+            let first = (row * row_stride) as u64;
+            mask.extend((first..first + row_len as u64).map(|i| self.factor(i)));
+        }
         let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
         x * mask
     }
